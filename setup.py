@@ -1,0 +1,40 @@
+"""stclr_jax: ST-CLR (Roy & Etemad, 2021) in JAX/Flax."""
+from setuptools import find_packages, setup
+
+# Ranges checked to resolve together on Python 3.11 (jax 0.10.x) and to work
+# with jax 0.11 on Python 3.12. tensorboard is needed by clu's metric writer
+# but not declared by clu.
+INSTALL_REQUIRES = [
+    "jax>=0.9.0,<0.13",
+    "flax>=0.12.0,<0.14",
+    "optax>=0.2.5,<0.3",
+    "orbax-checkpoint>=0.11.0,<0.13",
+    "tensorflow-cpu>=2.18,<2.22",
+    "tensorflow-datasets>=4.9.8,<4.10",
+    "dm-pix>=0.4.3,<0.5",
+    "ml-collections>=1.0,<1.2",
+    "clu>=0.0.12,<0.1",
+    "tensorboard>=2.18,<2.22",
+    "numpy>=1.26",
+]
+
+EXTRAS = {
+    # pip install -e ".[gpu]" on an NVIDIA GPU node (CUDA 12 wheels; use
+    # jax[cuda13] on CUDA 13 drivers). TPU: see README.
+    "gpu": ["jax[cuda12]>=0.9.0,<0.13"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.88"],
+}
+
+setup(
+    name="stclr_jax",
+    version="0.1.0",
+    description=("Spatiotemporal contrastive learning (ST-CLR) of facial "
+                 "expressions in videos, in JAX/Flax"),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stclr_jax", "stclr_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
