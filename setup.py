@@ -15,7 +15,11 @@ INSTALL_REQUIRES = [
     "ml-collections>=1.0,<1.2",
     "clu>=0.0.12,<0.1",
     "tensorboard>=2.18,<2.22",
+    # tensorflow-datasets needs it to build data sets but does not declare it.
+    "importlib_resources>=6",
     "numpy>=1.26",
+    "pillow>=10",
+    "av>=12",  # PyAV: decodes mp4/avi/mov for the video_folder data set
 ]
 
 EXTRAS = {
