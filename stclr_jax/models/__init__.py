@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from stclr_jax.models.contrastive import ContrastiveModel
 from stclr_jax.models.heads import LinearClassifier, ProjectionHead
 from stclr_jax.models.layers import BatchNorm, VideoConv
 from stclr_jax.models.video_resnet import (VideoResNet, mc3_18, midplanes,
@@ -38,7 +39,7 @@ def count_params(module: nnx.Module) -> int:
 
 
 __all__ = [
-    "BatchNorm", "ENCODER_NAMES", "LinearClassifier", "ProjectionHead",
+    "BatchNorm", "ContrastiveModel", "ENCODER_NAMES", "LinearClassifier", "ProjectionHead",
     "VideoConv", "VideoResNet", "count_params", "make_encoder", "mc3_18",
     "midplanes", "r2plus1d_18", "r3d_18",
 ]

@@ -1,0 +1,33 @@
+"""ST-CLR on the built-in synthetic_expressions data: the CPU default
+(``make demo``). Same code path as the paper's config, small sizes: width
+0.25 R(2+1)D-18 (128-d feature), 8-frame 64x64 clips, Adam for a quick
+start. Variants as configs/stclr_oulu.py, plus ``:tiny=1`` (the tiny data
+set and 2 steps, for tests)."""
+from stclr_jax import configlib
+
+
+def get_config(arg=None):
+  c = configlib.base_config()
+  c.data.name = "synthetic_expressions"
+  c.data.clip_len = 8
+  c.data.size = 64
+  c.model.width = 0.25
+  c.batch_size = 16
+  c.num_epochs = 3
+  c.log_every_steps = 5
+  c.checkpoint_every_steps = 30
+  c.optim.name = "adam"
+  c.optim.learning_rate = 1e-3
+  c.optim.weight_decay = 0.0
+  c.aug.crop_area = (0.3, 1.0)
+  variants = configlib.parse_arg(arg)
+  if variants.pop("tiny", "0") == "1":
+    c.data.name = "synthetic_expressions/tiny"
+    c.data.clip_len = 4
+    c.data.size = 32
+    c.model.width = 0.125
+    c.batch_size = 8
+    c.num_steps = 2
+    c.log_every_steps = 1
+  return configlib.apply_variants(
+      c, ",".join(f"{k}={v}" for k, v in variants.items()))

@@ -1,0 +1,108 @@
+"""Shared pieces of the ml-collections configs in ``configs/``.
+
+Every config file defines ``get_config(arg=None)``; ``arg`` is the text after
+the colon in ``--config=configs/<file>.py:<arg>``, a comma-separated list of
+``key=value`` variants, e.g. ``encoder=r3d_18,aug=no_temporal,epochs=100``.
+``batch_size`` is always the *global* batch (all devices of all hosts).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Table IV ablations: which augmentation a variant switches off.
+AUG_VARIANTS = ("all", "no_temporal", "no_crop", "no_color", "no_flip")
+ENCODERS = ("r2plus1d_18", "r3d_18", "mc3_18")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields shared by all pretraining configs, at the paper's values where
+  the paper gives them."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 32                 # global; not in the paper (see README)
+  c.num_epochs = 1000               # paper: 1000 SSL epochs
+  c.num_steps = -1                  # > 0 overrides num_epochs
+  c.log_every_steps = 20
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.profile = False
+
+  c.model = ml_collections.ConfigDict()
+  c.model.encoder = "r2plus1d_18"
+  c.model.width = 1.0
+  c.model.dtype = "float32"         # compute dtype; params stay float32
+  c.model.bn_per_device = False     # False: global (synchronised) BatchNorm
+  c.model.proj_hidden = 0           # 0: the encoder's feature width
+  c.model.proj_dim = 128
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "oulu_casia/vis_strong"
+  c.data.data_dir = ""              # TFDS data_dir ("" = TFDS default)
+  c.data.manual_dir = ""            # Oulu-CASIA's folder
+  c.data.csv_path = ""              # for name="video_folder"
+  c.data.split = "train"
+  c.data.clip_len = 16
+  c.data.size = 224
+  c.data.cache = True
+  c.data.cache_frame_size = 0       # 0: cache frames at stored size
+  c.data.mean = (0.0, 0.0, 0.0)     # input normalisation, on [0, 1] frames
+  c.data.std = (1.0, 1.0, 1.0)
+
+  c.aug = ml_collections.ConfigDict()
+  c.aug.temporal_modes = "random,uniform,sequential"  # "" = no temporal aug
+  c.aug.crop = True
+  c.aug.crop_area = (0.08, 1.0)
+  c.aug.crop_aspect = (3 / 4, 4 / 3)
+  c.aug.flip = True
+  c.aug.color = True
+  c.aug.color_strength = 1.0
+  c.aug.color_prob = 0.8
+  c.aug.grayscale_prob = 0.2
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.temperature = 0.1          # not in the paper (see README)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"              # "sgd" | "lars" | "adam"
+  c.optim.learning_rate = 1e-3      # paper: 1e-3
+  c.optim.momentum = 0.9            # paper: 0.9
+  c.optim.weight_decay = 1e-4       # paper: 1e-4
+  c.optim.schedule = "constant"     # "constant" | "cosine"
+  c.optim.warmup_epochs = 0.0
+  c.optim.grad_clip_norm = 0.0      # 0: no clipping
+  return c
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``; errors name the bad part."""
+  out = {}
+  for part in filter(None, (arg or "").split(",")):
+    if "=" not in part:
+      raise ValueError(f"config argument {part!r} is not key=value")
+    k, v = part.split("=", 1)
+    out[k.strip()] = v.strip()
+  return out
+
+
+def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
+                   extra: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """Applies the ablation variants ``encoder=``, ``aug=``, ``epochs=``."""
+  known = ("encoder", "aug", "epochs") + extra
+  variants = parse_arg(arg)
+  for k in variants:
+    if k not in known:
+      raise ValueError(f"unknown config variant {k!r}; known: {known}")
+  if "encoder" in variants:
+    if variants["encoder"] not in ENCODERS:
+      raise ValueError(f"encoder must be one of {ENCODERS}")
+    c.model.encoder = variants["encoder"]
+  aug = variants.get("aug", "all")
+  if aug not in AUG_VARIANTS:
+    raise ValueError(f"aug must be one of {AUG_VARIANTS}, got {aug!r}")
+  if aug == "no_temporal":
+    c.aug.temporal_modes = ""
+  elif aug != "all":
+    setattr(c.aug, aug[len("no_"):], False)
+  if "epochs" in variants:
+    c.num_epochs = int(variants["epochs"])
+  return c
