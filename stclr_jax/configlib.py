@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split = "train"
   c.data.clip_len = 16
   c.data.size = 224
+  c.data.num_shards = 0             # logical input shards; 0 = processes
   c.data.cache = True
   c.data.cache_frame_size = 0       # 0: cache frames at stored size
   c.data.mean = (0.0, 0.0, 0.0)     # input normalisation, on [0, 1] frames

@@ -52,7 +52,7 @@ def main(argv):
   logging.info("process %d/%d, %d local / %d global devices",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
-  last = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  last = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)["last"]
   logging.info("finished: %s", last)
   print(f"final step {last.get('step')}: loss {last.get('loss', float('nan')):.4f}"
         f", contrastive top-1 {last.get('contrastive_top1', float('nan')):.3f}")

@@ -164,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        *, devices=None) -> dict:
   """Pretrains with ST-CLR; resumes from ``workdir`` if it has checkpoints.
 
-  Returns the last logged metrics (with ``step``).
+  Returns ``{"last": <last logged metrics>, "history": [<all logged>]}``,
+  each metrics dict with its ``step``.
   """
   from clu import metric_writers, parameter_overview, periodic_actions
 
@@ -212,10 +213,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                " devices", start, total_steps, steps_per_epoch,
                config.batch_size, mesh.size)
 
-  pending, last, window = None, {}, (time.time(), start)
+  pending, history, window = None, [], (time.time(), start)
 
   def read(step, metrics):
-    nonlocal last, window
+    nonlocal window
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     _check_finite(step, values, mngr)
     now = time.time()
@@ -223,13 +224,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                / max(now - window[0], 1e-9))
     window = (now, step)
     writer.write_scalars(step, values)
-    last = {"step": step, **values}
+    history.append({"step": step, **values})
 
   step = start
   while step < total_steps:
-    batch = pipeline.to_global_arrays(next(batch_iter), mesh)
-    state, metrics = step_fn(state, {"view_a": batch["view_a"],
-                                     "view_b": batch["view_b"]})
+    host_batch = next(batch_iter)
+    batch = pipeline.to_global_arrays(
+        {"view_a": host_batch["view_a"], "view_b": host_batch["view_b"]}, mesh)
+    state, metrics = step_fn(state, batch)
     step += 1
     if pending is not None:
       read(*pending)
@@ -253,4 +255,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mngr.wait_until_finished()
   mngr.close()
   writer.flush()
-  return last
+  return {"last": history[-1] if history else {}, "history": history}

@@ -26,9 +26,8 @@ def prepared_builder(data: ml_collections.ConfigDict):
   if data.name.split("/")[0] == "video_folder":
     if not data.csv_path:
       raise ValueError("data.name=video_folder needs data.csv_path")
-    kw["config"] = video_folder.VideoFolderConfig(
-        name=data.name.split("/")[1] if "/" in data.name else "default",
-        csv_path=data.csv_path)
+    kw["config"] = video_folder.config_for_csv(
+        data.csv_path, data.name.split("/")[1] if "/" in data.name else None)
     name = "video_folder"
   else:
     name = data.name
@@ -36,16 +35,6 @@ def prepared_builder(data: ml_collections.ConfigDict):
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=data.manual_dir or None))
   return builder
-
-
-def host_examples(data, split=None, process_index=None, process_count=None):
-  """This process's disjoint share of ``split``: (dataset, size, builder)."""
-  pi, pc = _process(process_index, process_count)
-  builder = prepared_builder(data)
-  sub = pipeline.shard_for_process(split or data.split, pi, pc)
-  num = builder.info.splits[sub].num_examples
-  ds = builder.as_dataset(split=sub, shuffle_files=False)
-  return ds, num, builder
 
 
 def spatial_augment(aug) -> augment_lib.SpatialAugment:
@@ -68,21 +57,50 @@ def view_spec(config) -> pipeline.ViewSpec:
                            spatial=spatial_augment(config.aug))
 
 
-def local_batch_size(global_batch: int, process_count: int) -> int:
-  if global_batch % process_count:
-    raise ValueError(f"batch_size {global_batch} is not divisible by the "
+def num_data_shards(data, process_count: int) -> int:
+  """Logical input shards: ``data.num_shards``, or one per process.
+
+  The data stream is a function of (seed, step, number of shards) only, so a
+  run with a fixed ``num_shards`` sees the same global batches on any number
+  of processes that divides it (e.g. 1 process on 8 devices and 2 processes
+  on 4 devices each).
+  """
+  shards = data.get("num_shards", 0) or process_count
+  if shards % process_count:
+    raise ValueError(f"data.num_shards={shards} is not a multiple of the "
                      f"{process_count} processes")
-  return global_batch // process_count
+  return shards
 
 
 def pretrain_input(config, *, start_step=0, process_index=None,
                    process_count=None) -> tuple[tf.data.Dataset, int]:
-  """This host's pretraining batches and the *global* number of videos."""
+  """This host's pretraining batches and the *global* number of videos.
+
+  The global batch is split over ``S`` logical shards (disjoint parts of the
+  split, see :func:`num_data_shards`); this process reads its ``S / P``
+  shards and concatenates their batches in shard order, so the global batch
+  is the concatenation of all shards' batches, in order.
+  """
   pi, pc = _process(process_index, process_count)
-  ds, num, builder = host_examples(config.data, None, pi, pc)
-  batches = pipeline.pretrain_dataset(
-      ds, num, batch_size=local_batch_size(config.batch_size, pc),
-      view=view_spec(config), seed=config.seed, start_step=start_step,
-      cache=config.data.cache,
-      cache_frame_size=config.data.cache_frame_size or None)
+  shards = num_data_shards(config.data, pc)
+  if config.batch_size % shards:
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by "
+                     f"the {shards} data shards")
+  per_shard = config.batch_size // shards
+  builder = prepared_builder(config.data)
+  streams = []
+  for s in range(pi * shards // pc, (pi + 1) * shards // pc):
+    sub = pipeline.shard_for_process(config.data.split, s, shards)
+    streams.append(pipeline.pretrain_dataset(
+        builder.as_dataset(split=sub, shuffle_files=False),
+        builder.info.splits[sub].num_examples, batch_size=per_shard,
+        view=view_spec(config), seed=config.seed, start_step=start_step,
+        cache=config.data.cache,
+        cache_frame_size=config.data.cache_frame_size or None,
+        shard_index=s))
+  if len(streams) == 1:
+    batches = streams[0]
+  else:
+    batches = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *bs: {k: tf.concat([b[k] for b in bs], 0) for k in bs[0]})
   return batches, builder.info.splits[config.data.split].num_examples

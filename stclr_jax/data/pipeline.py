@@ -74,14 +74,15 @@ def _check_nonempty(num_examples, what):
                      "dataset, the split name and the number of processes")
 
 
-def _seed_tensor(seed):
-  return tf.constant([seed, 0x5EED], tf.int64)
+def _seed_tensor(seed, shard_index=0):
+  return tf.constant([seed, 0x5EED + shard_index], tf.int64)
 
 
 def pretrain_dataset(examples: tf.data.Dataset, num_examples: int, *,
                      batch_size: int, view: ViewSpec, seed: int,
                      start_step: int = 0, cache: bool = True,
-                     cache_frame_size: int | None = None) -> tf.data.Dataset:
+                     cache_frame_size: int | None = None,
+                     shard_index: int = 0) -> tf.data.Dataset:
   """Endless stream of ``{"view_a", "view_b", "label", "subject_id"}``
   batches for contrastive pretraining (one host's share of the batch).
 
@@ -95,16 +96,19 @@ def pretrain_dataset(examples: tf.data.Dataset, num_examples: int, *,
     cache: keep decoded (and possibly downscaled) videos in memory.
     cache_frame_size: if set, frames are resized once, before caching, so
       that their shorter side is this many pixels.
+    shard_index: index of this logical data shard; folded into the seeds so
+      that shards draw independent augmentations.
   """
   _check_nonempty(num_examples, "pretrain_dataset")
   base = examples.map(lambda e: _cacheable(e, cache_frame_size),
                       num_parallel_calls=AUTOTUNE)
   if cache:
     base = base.cache()
-  root = _seed_tensor(seed)
+  root = _seed_tensor(seed, shard_index)
 
   def epoch(e):
-    shuffle_seed = tf.cast(seed, tf.int64) * 1_000_003 + e
+    shuffle_seed = (tf.cast(seed, tf.int64) * 1_000_003 + e) * 4099 \
+        + shard_index
     epoch_seed = tf.random.experimental.stateless_fold_in(root, e)
     d = base.shuffle(num_examples, seed=shuffle_seed,
                      reshuffle_each_iteration=False)

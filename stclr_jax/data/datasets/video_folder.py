@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import os
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,6 +33,18 @@ from stclr_jax.data.datasets import video_io
 class VideoFolderConfig(tfds.core.BuilderConfig):
   csv_path: str = ""
   skip_bad: bool = False
+
+
+def config_for_csv(csv_path: str, name: str | None = None,
+                   skip_bad: bool = False) -> VideoFolderConfig:
+  """A config named after the CSV (file stem + hash of its absolute path),
+  so that different CSVs get different prepared data sets."""
+  if not name:
+    path = os.path.abspath(csv_path)
+    stem = re.sub(r"[^a-z0-9_]", "_",
+                  os.path.splitext(os.path.basename(path))[0].lower())
+    name = f"{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+  return VideoFolderConfig(name=name, csv_path=csv_path, skip_bad=skip_bad)
 
 
 @dataclasses.dataclass(frozen=True)
