@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.profile = False
+  c.init_from = ""                  # converted checkpoint dir (Kinetics-400)
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "r2plus1d_18"
@@ -88,7 +89,7 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
                    extra: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """Applies the ablation variants ``encoder=``, ``aug=``, ``epochs=``."""
-  known = ("encoder", "aug", "epochs") + extra
+  known = ("encoder", "aug", "epochs", "init") + extra
   variants = parse_arg(arg)
   for k in variants:
     if k not in known:
@@ -106,4 +107,12 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
     setattr(c.aug, aug[len("no_"):], False)
   if "epochs" in variants:
     c.num_epochs = int(variants["epochs"])
+  init = variants.get("init", "random")
+  if init == "kinetics400":
+    # Weights from `python -m stclr_jax.convert.torchvision` (pass the
+    # directory as --config.init_from); they expect Kinetics statistics.
+    from stclr_jax.convert import torchvision as tv
+    c.data.mean, c.data.std = tuple(tv.KINETICS_MEAN), tuple(tv.KINETICS_STD)
+  elif init != "random":
+    raise ValueError(f"init must be random or kinetics400, got {init!r}")
   return c

@@ -63,9 +63,33 @@ def _replicate(tree, mesh):
           np.shape(x), sharding, lambda idx, x=np.asarray(x): x[idx]), tree)
 
 
+def load_init(config, model: models.ContrastiveModel) -> None:
+  """Copies a converted (Kinetics-400) encoder into ``model.encoder``, after
+  checking the architecture and the input normalisation it expects."""
+  from stclr_jax.convert import torchvision as tv
+  encoder, _, meta = tv.load_converted(config.init_from)
+  if meta["arch"] != config.model.encoder or config.model.width != 1.0:
+    raise ValueError(
+        f"config.init_from={config.init_from} holds a {meta['arch']} (width "
+        f"1.0); the config builds {config.model.encoder} with width "
+        f"{config.model.width}")
+  norm = meta.get("input", {})
+  want = (tuple(norm.get("mean", ())), tuple(norm.get("std", ())))
+  have = (tuple(config.data.mean), tuple(config.data.std))
+  if want != ((), ()) and not np.allclose(np.ravel(want[0] + want[1]),
+                                          np.ravel(have[0] + have[1])):
+    raise ValueError(
+        f"config.init_from={config.init_from} expects input mean {want[0]} "
+        f"and std {want[1]}, the config has {have[0]} and {have[1]}: use the "
+        "config variant ':init=kinetics400' or set data.mean / data.std")
+  nnx.update(model.encoder, nnx.state(encoder))
+
+
 def init_state(config, mesh, tx, bn_groups: int | None = None):
   """(graphdef, state) with state = params, batch_stats, opt_state, step."""
   model = create_model(config, mesh, bn_groups)
+  if config.get("init_from"):
+    load_init(config, model)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   state = {"params": params, "batch_stats": batch_stats,
            "opt_state": tx.init(params), "step": np.int32(0)}

@@ -254,3 +254,36 @@ def test_missing_torch_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> error
   with pytest.raises(ImportError, match="pip install torch"):
     tvconvert.load_state_dict(path)
+
+
+def test_pretraining_initialises_from_a_converted_checkpoint(tmp_path):
+  """configs/...:init=kinetics400 + init_from: the encoder starts from the
+  converted weights, and a mismatched normalisation is an error."""
+  import importlib.util
+  from stclr_jax import optim as optim_lib
+  from stclr_jax import train
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      "cfg", os.path.join(root, "configs", "stclr_oulu.py"))
+  cfg_mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cfg_mod)
+  torch, tv_models = import_torch_video()
+  net = tv_models.mc3_18()
+  src = tmp_path / "mc3.pth"
+  torch.save(net.state_dict(), src)
+  out = tmp_path / "converted"
+  tvconvert.main(["--arch=mc3_18", f"--src={src}", f"--out={out}"])
+  config = cfg_mod.get_config("encoder=mc3_18,init=kinetics400")
+  config.init_from = str(out)
+  mesh = train.make_mesh(jax.devices()[:1])
+  tx = optim_lib.make_optimizer(config.optim, optim_lib.schedule(
+      config.optim, 1, 1))
+  _, state = train.init_state(config, mesh, tx)
+  want = net.state_dict()["layer2.0.conv1.0.weight"].numpy()
+  got = np.asarray(state["params"]["encoder"]["blocks"][2]["conv1"]["conv"]
+                   ["kernel"][...])
+  np.testing.assert_array_equal(got, want.transpose(2, 3, 4, 1, 0))
+  config = cfg_mod.get_config("encoder=mc3_18")        # default [0,1] input
+  config.init_from = str(out)
+  with pytest.raises(ValueError, match="init=kinetics400"):
+    train.init_state(config, mesh, tx)
