@@ -33,8 +33,10 @@ def main(argv=None):
   args = p.parse_args(argv)
 
   import jax
+  from absl import logging
 
   from stclr_jax import train
+  logging.set_verbosity(logging.INFO)  # clu's metric lines and progress
   from stclr_jax.data import preview
   config = load_config(args.config, args.config_arg)
   print(f"jax {jax.__version__} on {jax.device_count()} "

@@ -168,7 +168,8 @@ def sample_sequence(subject: Subject, expression: Union[int, str],
   if rng.uniform() < MIX_PROBABILITY:  # a blend with a confusable expression
     other = PROTOTYPES[CONFUSABLE[name][rng.integers(len(CONFUSABLE[name]))]]
     mix = rng.uniform(0.15, 0.45)
-    for a, w in other[rng.choice(len(other), p=[p for p, _ in other])][1].items():
+    j = rng.choice(len(other), p=[p for p, _ in other])
+    for a, w in other[j][1].items():
       weights[a] += mix * w
   apex = rng.uniform(0.35, 1.0) * subject.expressiveness
   onset = rng.uniform(0.05, 0.35) * span
@@ -182,8 +183,8 @@ def sample_sequence(subject: Subject, expression: Union[int, str],
     if rng.uniform() < 0.2:
       actions[a] += rng.uniform(0.1, 0.45) * _ramp(
           t, rng.uniform(0.05, 0.6) * span, rng.uniform(0.2, 0.5) * span)
-  for _ in range(rng.poisson(0.5 * t_len / 25)):
-    b = int(rng.integers(2, t_len)) if t_len > 2 else 0
+  for _ in range(rng.poisson(0.5 * t_len / 25) if t_len > 2 else 0):
+    b = int(rng.integers(2, t_len))  # never on the neutral first frames
     actions["blink"][b] = 1.0
     actions["blink"][b - 1] = max(actions["blink"][b - 1], 0.5)
     if b + 1 < t_len:

@@ -113,7 +113,7 @@ def sample_identity(rng: np.random.Generator) -> Identity:
 
 def _ellipse(x, y, cx, cy, rx, ry):
   r = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
-  return (r - 1.0) * np.minimum(rx, ry)
+  return (r - 1.0) * np.asarray(np.minimum(rx, ry), _F32)
 
 
 def _lens(x, y, cx, cy, w, up, down, curve=0.0):

@@ -1,0 +1,136 @@
+"""synthetic_expressions: the TFDS build of the tiny config, determinism,
+neutral first frames, and no colour or position shortcut to the label."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from stclr_jax.data import datasets  # noqa: F401  (registers the builders)
+from stclr_jax.data.datasets import synthetic_expressions as se
+from stclr_jax.data.datasets import synthetic_faces
+
+TINY = se.CONFIGS["tiny"]
+# No head motion, even light, no noise: only the facial actions change.
+CLEAN = dataclasses.replace(TINY, name="clean", frame_size=48, head_motion=0.0,
+                            lighting=0.0, noise=0.0)
+
+
+def _build(data_dir, config="tiny"):
+  builder = tfds.builder(f"synthetic_expressions/{config}",
+                         data_dir=str(data_dir))
+  builder.download_and_prepare()
+  return builder
+
+
+def _rows(builder):
+  rows = builder.as_dataset(split="train").as_numpy_iterator()
+  return {r["video_id"].decode(): r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  builder = _build(tmp_path_factory.mktemp("tfds"))
+  return builder, _rows(builder)
+
+
+def test_tiny_build_features_and_counts(tiny):
+  builder, rows = tiny
+  s, size = TINY.num_subjects, TINY.frame_size
+  assert builder.info.splits["train"].num_examples == s * 6 == len(rows)
+  assert builder.info.features["label"].names == list(se.EXPRESSIONS)
+  assert builder.info.supervised_keys == ("video", "label")
+  by_subject = {}
+  for vid, r in rows.items():
+    v = r["video"]
+    assert v.dtype == np.uint8 and v.ndim == 4 and v.shape[1:] == (size,
+                                                                   size, 3)
+    assert TINY.min_frames <= r["num_frames"] <= TINY.max_frames
+    assert r["num_frames"] == len(v)
+    name = builder.info.features["label"].int2str(r["label"])
+    assert vid == f"S{r['subject_id']:03d}_{name}" == se.video_id(
+        int(r["subject_id"]), name)
+    by_subject.setdefault(int(r["subject_id"]), []).append(int(r["label"]))
+  assert sorted(by_subject) == list(range(1, s + 1))
+  assert all(sorted(v) == list(range(6)) for v in by_subject.values())
+  assert len({r["num_frames"] for r in rows.values()}) > 1  # lengths vary
+  assert max(np.ptp(r["video"]) for r in rows.values()) > 100  # not blank
+
+
+def test_default_config_is_oulu_sized():
+  builder = tfds.builder("synthetic_expressions", data_dir="/nonexistent")
+  cfg = builder.builder_config
+  assert cfg.name == "default"
+  assert (cfg.num_subjects, cfg.frame_size, cfg.min_frames,
+          cfg.max_frames) == (80, 112, 10, 40)
+  assert builder.info.features["video"].shape == (None, 112, 112, 3)
+
+
+def test_build_is_deterministic_and_equals_generate_video(tiny, tmp_path):
+  _, rows = tiny
+  again = _rows(_build(tmp_path))
+  assert sorted(again) == sorted(rows)
+  for vid, r in rows.items():
+    np.testing.assert_array_equal(again[vid]["video"], r["video"])
+  r = rows["S004_fear"]
+  np.testing.assert_array_equal(r["video"], se.generate_video(4, "fear",
+                                                              TINY))
+
+
+def test_generate_video_is_seeded():
+  a = se.generate_video(2, "surprise", TINY)
+  np.testing.assert_array_equal(a, se.generate_video(2, 5, TINY))
+  other = se.generate_video(2, "surprise", dataclasses.replace(TINY, seed=1))
+  assert a.shape != other.shape or np.abs(
+      a.astype(int) - other.astype(int)).mean() > 5
+  # The same subject and expression in a bigger data set: the same video.
+  bigger = dataclasses.replace(TINY, num_subjects=80)
+  np.testing.assert_array_equal(a, se.generate_video(2, "surprise", bigger))
+  with pytest.raises(ValueError, match="unknown expression"):
+    se.generate_video(1, "contempt", TINY)
+
+
+def test_sequences_start_neutral_and_end_expressive():
+  for s in (1, 2, 3):
+    videos = [se.generate_video(s, e, CLEAN).astype(np.float32)
+              for e in range(6)]
+    first = np.stack([v[0] for v in videos])
+    last = np.stack([v[-1] for v in videos])
+    np.testing.assert_array_equal(first, np.broadcast_to(first[0],
+                                                         first.shape))
+    for i in range(6):
+      for j in range(i):  # every pair of apexes differs
+        assert np.abs(last[i] - last[j]).mean() > 0.2, (s, i, j)
+  # With the default nuisances too, no action is on in the first frame.
+  subject = se.make_subject(5, TINY.seed)
+  for e in range(6):
+    rng = np.random.default_rng([TINY.seed, 5, 1 + e])
+    actions, _, _ = se.sample_sequence(subject, e, rng, TINY)
+    assert set(actions) == set(synthetic_faces.ACTIONS)
+    assert all(v[0] == 0 for v in actions.values())
+    assert max(v[-1] for v in actions.values()) > 0.1
+
+
+def test_no_colour_or_position_shortcut():
+  cfg = dataclasses.replace(TINY, num_subjects=30, frame_size=24,
+                            min_frames=4, max_frames=8)
+  stats = np.array([[se.generate_video(s, e, cfg).reshape(-1, 3).mean(0)
+                     for e in range(6)] for s in range(1, 31)])  # (S, 6, 3)
+  between_videos = stats.reshape(-1, 3).std(0)
+  class_dev = stats.mean(0) - stats.mean((0, 1))
+  assert np.all(np.abs(class_dev) < 0.15 * between_videos), (
+      class_dev, between_videos)
+  # Nor in the face's position, size, tilt or the light.
+  nuisance = []
+  for s in range(1, 31):
+    subject = se.make_subject(s, cfg.seed)
+    for e in range(6):
+      _, pose, light = se.sample_sequence(
+          subject, e, np.random.default_rng([cfg.seed, s, 1 + e]), cfg)
+      nuisance.append([subject.identity.face_x + pose["dx"].mean(),
+                       subject.identity.face_y + pose["dy"].mean(),
+                       pose["scale"].mean(), pose["rot"].mean(),
+                       light["brightness"].mean()])
+  nuisance = np.array(nuisance).reshape(30, 6, -1)
+  class_dev = nuisance.mean(0) - nuisance.mean((0, 1))
+  assert np.all(np.abs(class_dev) < 0.6 * nuisance.reshape(180, -1).std(0))
