@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "pillow>=10",
     "av>=12",  # PyAV: decodes mp4/avi/mov for the video_folder data set
+    "matplotlib>=3.8",  # evaluation reports: confusion matrix, embeddings
 ]
 
 EXTRAS = {

@@ -116,3 +116,64 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
   elif init != "random":
     raise ValueError(f"init must be random or kinetics400, got {init!r}")
   return c
+
+
+def finetune_config() -> ml_collections.ConfigDict:
+  """Fields of the evaluation configs (``--mode=evaluate``): the paper's
+  fine-tuning protocol (Sec. III-B, IV-A) under subject-independent k-fold
+  cross-validation."""
+  c = base_config()
+  for k in ("num_epochs", "num_steps", "log_every_steps",
+            "checkpoint_every_steps", "keep_checkpoints", "profile", "aug",
+            "loss", "optim"):
+    del c[k]
+  c.batch_size = 16                 # global; not in the paper
+  # A pretraining workdir (or its checkpoints/ folder), or a converted
+  # Kinetics-400 checkpoint; "" = random initialisation (from scratch).
+  c.init_from = ""
+  c.init_step = -1                  # pretraining step to restore; -1 = latest
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_folds = 10             # paper: 10-fold cross-validation
+  c.eval.fold_by = "subject"        # "subject" (independent) | "video"
+  c.eval.run_folds = ""             # e.g. "0,1,2"; "" = every fold
+  c.eval.label_fraction = 1.0       # Table VI: 0.75 / 0.5 / 0.25 / 0.1
+  c.eval.linear_epochs = 30         # paper: 30 epochs, encoder frozen
+  c.eval.finetune_epochs = 70       # paper: then 70 epochs, whole model
+  c.eval.linear_only = False        # linear probe only (no fine-tuning)
+  c.eval.learning_rate = 1e-4       # paper: Adam, 1e-4
+  c.eval.linear_learning_rate = 1e-4  # the linear-probe phase's (paper: same)
+  c.eval.plateau_patience = 3       # paper: reduce on plateau, patience 3
+  c.eval.plateau_factor = 0.1       # not in the paper (PyTorch's default)
+  c.eval.plateau_rtol = 1e-4        # PyTorch's default threshold
+  # Fine-tuning clips: the uniform sampler (the whole neutral-to-apex
+  # sequence) with random crop and flip; colour is left alone. Test clips:
+  # the uniform sampler, whole frame.
+  c.eval.train_temporal_modes = "uniform"
+  c.eval.train_crop = True
+  c.eval.train_crop_area = (0.5, 1.0)
+  c.eval.train_flip = True
+  c.eval.export_embeddings = True
+  return c
+
+
+def apply_finetune_variants(c: ml_collections.ConfigDict,
+                            arg: str | None) -> ml_collections.ConfigDict:
+  """``encoder=``, ``init=kinetics400``, ``labels=<percent>`` (Table VI),
+  ``linear_only=1``."""
+  variants = parse_arg(arg)
+  known = ("encoder", "init", "labels", "linear_only")
+  for k in variants:
+    if k not in known:
+      raise ValueError(f"unknown config variant {k!r}; known: {known}")
+  if "labels" in variants:
+    pct = float(variants["labels"])
+    if not 0 < pct <= 100:
+      raise ValueError(f"labels must be a percentage in (0, 100], got {pct}")
+    c.eval.label_fraction = pct / 100
+  if variants.get("linear_only", "0") not in ("0", "1"):
+    raise ValueError("linear_only must be 0 or 1")
+  c.eval.linear_only = variants.get("linear_only", "0") == "1"
+  rest = ",".join(f"{k}={variants[k]}" for k in ("encoder", "init")
+                  if k in variants)
+  return apply_variants(c, rest)

@@ -4,7 +4,8 @@
 Joins a multi-host job through ``jax.distributed.initialize()`` when run
 under SLURM, on a TPU pod slice, under Open MPI, or with explicit
 ``--coordinator_address/--num_processes/--process_id``; then calls
-``train.train_and_evaluate``.
+``train.train_and_evaluate`` (``--mode=train``) or ``evaluate.evaluate``
+(``--mode=evaluate``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/stclr_synthetic.py:aug=no_flip",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and logs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "evaluate"],
+    "train: ST-CLR pretraining; evaluate: linear probe / fine-tuning with "
+    "k-fold cross-validation (configs/finetune_*.py).")
 _COORD = flags.DEFINE_string("coordinator_address", None,
                              "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
@@ -52,6 +56,16 @@ def main(argv):
   logging.info("process %d/%d, %d local / %d global devices",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+  if _MODE.value == "evaluate":
+    from stclr_jax import evaluate
+    rep = evaluate.evaluate(_CONFIG.value, _WORKDIR.value)
+    final = rep[rep["final"]]
+    print(f"{rep['final']} accuracy over folds {rep['folds_run']}: "
+          f"{100 * final['mean']:.1f} ± {100 * final['std']:.1f}% "
+          f"(init: {rep['init']['init']}); report: "
+          f"{os.path.join(_WORKDIR.value, 'report.json')}, confusion matrix:"
+          f" {rep['confusion_png']}")
+    return
   last = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)["last"]
   logging.info("finished: %s", last)
   print(f"final step {last.get('step')}: loss {last.get('loss', float('nan')):.4f}"

@@ -203,6 +203,66 @@ def eval_dataset(examples: tf.data.Dataset, num_examples: int, *,
   return d.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
+def cached_videos(examples: tf.data.Dataset,
+                  cache_frame_size: int | None = None) -> tf.data.Dataset:
+  """Videos decoded (and resized) once and kept in memory; every dataset
+  derived from the result (e.g. by :func:`select`) shares the cache."""
+  return examples.map(lambda e: _cacheable(e, cache_frame_size),
+                      num_parallel_calls=AUTOTUNE).cache()
+
+
+def select(videos: tf.data.Dataset, num_examples: int,
+           indices: Sequence[int]) -> tf.data.Dataset:
+  """The videos at ``indices`` (positions in ``videos``), in ``videos``'
+  order."""
+  keep = np.zeros(num_examples, bool)
+  keep[np.asarray(indices, np.int64)] = True
+  keep = tf.constant(keep)
+
+  def kept(i, ex):
+    del ex
+    return tf.gather(keep, i)
+
+  def drop_index(i, ex):
+    del i
+    return ex
+
+  return videos.enumerate().filter(kept).map(drop_index)
+
+
+def labelled_epoch(videos: tf.data.Dataset, num_examples: int, *,
+                   batch_size: int, clip_len: int, size: int,
+                   temporal_modes: Sequence[str],
+                   spatial: augment_lib.SpatialAugment, seed: int,
+                   epoch: int) -> tf.data.Dataset:
+  """One epoch of supervised training batches ``{"video", "label"}``
+  (fine-tuning): a shuffle seeded by ``(seed, epoch)``, one clip per video
+  from the enabled temporal samplers (uniform when none), clip-consistent
+  spatial augmentation, and full batches only."""
+  _check_nonempty(num_examples, "labelled_epoch")
+  modes = tuple(temporal_modes)
+  root = tf.random.experimental.stateless_fold_in(_seed_tensor(seed), epoch)
+
+  def clip(elem_seed, ex):
+    s = tf.random.experimental.stateless_split(elem_seed, 2)
+    n = ex["num_frames"]
+    if modes:
+      idx = sampling.sample_view_indices(n, clip_len, modes, s[0])
+    else:
+      idx = sampling.sample_indices(n, clip_len, "uniform", s[0])
+    video = augment_lib.augment_clip(tf.gather(ex["video"], idx), s[1], size,
+                                     spatial)
+    return {"video": tf.ensure_shape(video, [clip_len, size, size, 3]),
+            "label": ex["label"]}
+
+  d = videos.shuffle(num_examples, seed=(seed * 1_000_003 + epoch) * 7919,
+                     reshuffle_each_iteration=False)
+  d = d.enumerate().map(
+      lambda p, ex: clip(tf.random.experimental.stateless_fold_in(root, p),
+                         ex), num_parallel_calls=AUTOTUNE, deterministic=True)
+  return d.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
 def to_global_arrays(batch: dict, mesh, axis: str | Sequence[str] = "data"):
   """Host-local numpy batch -> global ``jax.Array``s sharded on ``axis``
   (``jax.make_array_from_process_local_data``: the global batch is the
