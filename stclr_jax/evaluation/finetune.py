@@ -45,15 +45,20 @@ class Classifier(nnx.Module):
 
 
 class Plateau:
-  """The learning-rate scale, reduced by ``plateau_factor`` when the mean
-  training loss of an epoch has not improved (relative threshold
-  ``plateau_rtol``, PyTorch's default) for ``plateau_patience`` epochs:
-  ``optax.contrib.reduce_on_plateau`` stepped once per epoch on the host,
-  so the jitted step takes the scale as an input and compiles once."""
+  """The learning-rate scale of PyTorch's ``ReduceLROnPlateau`` (mode min,
+  relative threshold ``plateau_rtol``, no cooldown): multiplied by
+  ``plateau_factor`` once the epoch's mean training loss has failed to
+  improve for more than ``plateau_patience`` epochs in a row.
+
+  It is ``optax.contrib.reduce_on_plateau`` stepped once per epoch on the
+  host (so the jitted step takes the scale as an input and compiles once).
+  optax reduces after ``patience`` epochs without improvement, PyTorch after
+  ``patience + 1``: optax gets ``patience + 1``.
+  """
 
   def __init__(self, ev):
     self._tx = optax.contrib.reduce_on_plateau(
-        factor=ev.plateau_factor, patience=ev.plateau_patience,
+        factor=ev.plateau_factor, patience=ev.plateau_patience + 1,
         rtol=ev.plateau_rtol, accumulation_size=1)
     self._state = self._tx.init(jnp.zeros(()))
 

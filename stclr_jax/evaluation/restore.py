@@ -14,6 +14,17 @@ from stclr_jax import models
 from stclr_jax import train
 
 
+def _pure(tree):
+  """A checkpointed NNX state as ``nnx.to_pure_dict`` gives it: variables
+  saved as ``{"value": x}`` unwrapped, list indices as ints."""
+  if isinstance(tree, dict):
+    if set(tree) == {"value"}:
+      return tree["value"]
+    return {(int(k) if isinstance(k, str) and k.isdigit() else k): _pure(v)
+            for k, v in tree.items()}
+  return tree
+
+
 def _paths(tree) -> dict[str, tuple]:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in flat}
@@ -77,7 +88,7 @@ def restore_pretrained(config, model: models.ContrastiveModel) -> dict:
       model.encoder, nnx.BatchStat)
   want = {"params": nnx.to_pure_dict(params),
           "batch_stats": nnx.to_pure_dict(batch_stats)}
-  have = {k: meta[k]["encoder"] for k in want}
+  have = {k: _pure(meta[k]["encoder"]) for k in want}
   want_shapes, have_shapes = _paths(want), _paths(have)
   if want_shapes != have_shapes:
     diff = sorted(set(want_shapes.items()) ^ set(have_shapes.items()))[:3]
@@ -91,8 +102,9 @@ def restore_pretrained(config, model: models.ContrastiveModel) -> dict:
       meta)
   restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   mngr.close()
-  nnx.replace_by_pure_dict(params, restored["params"]["encoder"])
-  nnx.replace_by_pure_dict(batch_stats, restored["batch_stats"]["encoder"])
+  nnx.replace_by_pure_dict(params, _pure(restored["params"]["encoder"]))
+  nnx.replace_by_pure_dict(batch_stats,
+                           _pure(restored["batch_stats"]["encoder"]))
   nnx.update(model.encoder, params, batch_stats)
   return {"init": "st-clr", "path": str(ckpt_dir), "step": int(step)}
 
