@@ -85,3 +85,28 @@ def test_eight_devices_equal_one(bn_per_device):
               for a, b in zip(jax.tree.leaves(p0),
                               jax.tree.leaves(s1["params"])))
   assert moved > 1e-2
+
+
+def test_checkpoint_from_8_devices_restores_onto_1_and_4(tmp_path):
+  """A state saved by an 8-device run restores, equal, onto 1 and onto 4
+  devices (replicated there), and training continues from it."""
+  config = _config(name="sgd", learning_rate=0.1, momentum=0.9,
+                   weight_decay=1e-4)
+  mesh8, state, step = _setup(config, jax.devices())
+  state, _ = step(state, _global(_batch(), mesh8))
+  saved = jax.device_get(state)
+  mngr = train.checkpoint_manager(str(tmp_path), config)
+  train._save(mngr, 1, state)
+  mngr.wait_until_finished()
+  for n in (1, 4):
+    mesh, fresh, step_n = _setup(config, jax.devices()[:n])
+    restored, at = train.restore_latest(mngr, fresh)
+    assert at == 1 and int(restored["step"]) == 1
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(restored)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    leaf = jax.tree.leaves(restored["params"])[0]
+    assert leaf.sharding.mesh.devices.size == n
+    assert leaf.sharding.is_fully_replicated
+    restored, m = step_n(restored, _global(_batch(1), mesh))
+    assert int(restored["step"]) == 2 and np.isfinite(float(m["loss"]))
+  mngr.close()
