@@ -42,9 +42,10 @@ def astronaut_frames(n=12, w=192, h=144):
   return np.stack(frames), np.array(truth)
 
 
-def write_mp4(path, frames, fps=25):
+def write_mp4(path, frames, fps=25, faststart=False):
   import av
-  with av.open(str(path), "w") as c:
+  opts = {"movflags": "faststart"} if faststart else {}
+  with av.open(str(path), "w", options=opts) as c:
     s = c.add_stream("libx264", rate=fps)
     s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
     for f in frames:
@@ -68,7 +69,8 @@ def read_csv(path):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, worker_id):
   """The command line run once (MTCNN, detect every 2nd frame) on: a moving
-  face as mp4 and as a frame folder, pure noise, a truncated mp4, a note.
+  face as mp4 and as a frame folder, pure noise, two truncated mp4s (index
+  last, index first), a note.
   Under pytest-xdist the workers share one run (the tests only read it)."""
   frames, truth = astronaut_frames()
   if worker_id == "master":
@@ -97,6 +99,9 @@ def _run_command(tmp, frames, truth):
             rng.integers(0, 256, (8, 96, 96, 3), np.uint8))
   data = (raw / "happy" / "S1" / "astro.mp4").read_bytes()
   (raw / "surprise" / "broken.mp4").write_bytes(data[:len(data) // 2])
+  write_mp4(tmp / "fast.mp4", frames, faststart=True)   # index first
+  data = (tmp / "fast.mp4").read_bytes()
+  (raw / "surprise" / "cut.mp4").write_bytes(data[:len(data) * 4 // 5])
   (raw / "labels_notes.txt").write_text("not a video\n")
   out = tmp / "out"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -120,14 +125,15 @@ def test_command_writes_manifest_and_skips_with_reasons(prepared):
       ["clips/sad/S3/take1", "sad", "S3", ""]]
   skipped = {os.path.basename(p): (k, r)
              for p, k, r in read_csv(out / "skipped.csv")[1:]}
-  assert set(skipped) == {"noise.mp4", "broken.mp4"}
+  assert set(skipped) == {"noise.mp4", "broken.mp4", "cut.mp4"}
   assert skipped["noise.mp4"][0] == "no_face"
   assert "no face found" in skipped["noise.mp4"][1]
-  kind, reason = skipped["broken.mp4"]
-  assert kind == "corrupt" and "broken.mp4: cannot decode video" in reason
-  assert "Invalid data" in reason           # the decoder's own message
+  for name in ("broken.mp4", "cut.mp4"):
+    kind, reason = skipped[name]
+    assert kind == "corrupt" and f"{name}: cannot decode video" in reason
+    assert "Invalid data" in reason           # the decoder's own message
   assert "prepared 2 (0 reused" in run.stdout
-  assert "skipped 2: corrupt 1, no_face 1" in run.stdout
+  assert "skipped 3: corrupt 2, no_face 1" in run.stdout
   assert "ignored 1 files" in run.stdout and "labels_notes.txt" in run.stdout
   assert not os.path.exists(out / "clips" / "surprise")
 
@@ -211,7 +217,7 @@ def test_rerun_resumes(prepared, tmp_path):
   settings = prepare.Settings(**SETTINGS)
   s = prepare.prepare(str(raw), str(out), settings, progress=False,
                       detector_factory=_exploding)
-  assert s.reused == 4 and len(s.prepared) == 2
+  assert s.reused == 5 and len(s.prepared) == 2
   assert read_csv(out / "manifest.csv") == read_csv(out0 / "manifest.csv")
   # An interrupted write: a clip with missing frames and a stale partial
   # folder. Only that video is prepared again.
@@ -221,7 +227,7 @@ def test_rerun_resumes(prepared, tmp_path):
   FixedDetector.frames_seen = 0
   s = prepare.prepare(str(raw), str(out), settings, progress=False,
                       detector_factory=lambda m: FixedDetector(m))
-  assert s.reused == 3 and FixedDetector.frames_seen == 7   # 12 frames, k=2
+  assert s.reused == 4 and FixedDetector.frames_seen == 7   # 12 frames, k=2
   assert len(os.listdir(clip)) == 12 and not os.path.exists(
       str(clip) + ".partial")
   # Changed settings redo the work.

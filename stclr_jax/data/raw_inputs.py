@@ -111,22 +111,26 @@ def decode(path: str, folder_fps: float = 0.0):
         raise video_io.BadInputError(f"{path}: no video stream")
       stream = container.streams.video[0]
       fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-      declared = stream.frames
-      frames = []
-      for f in container.decode(stream):
-        a = f.to_ndarray(format="rgb24")
-        turn = round((f.rotation or 0) / 90) % 4  # display matrix, degrees
-        frames.append(np.rot90(a, turn) if turn else a)  # counterclockwise
+      declared, packets, frames = stream.frames, 0, []
+      for packet in container.demux(stream):
+        packets += bool(packet.size)   # the last, empty one only flushes
+        for f in packet.decode():
+          a = f.to_ndarray(format="rgb24")
+          turn = round((f.rotation or 0) / 90) % 4  # display matrix, CCW
+          frames.append(np.rot90(a, turn) if turn else a)
   except video_io.BadInputError:
     raise
   except Exception as e:  # PyAV raises many types for corrupt data
     raise video_io.BadInputError(f"{path}: cannot decode video ({e})") from e
   if not frames:
     raise video_io.BadInputError(f"{path}: zero frames")
-  if declared and len(frames) < declared:
+  # A truncated file whose index comes first (mp4 "faststart") decodes
+  # without an error, short of packets. (Packets, not frames: an edit list
+  # may hide frames that are nonetheless in the file.)
+  if declared and packets < declared:
     raise video_io.BadInputError(
-        f"{path}: truncated or corrupt: decoded {len(frames)} of the "
-        f"{declared} frames its container declares")
+        f"{path}: truncated or corrupt: {packets} of the {declared} frames "
+        "its container lists are in the file")
   if len({a.shape for a in frames}) > 1:
     raise video_io.BadInputError(f"{path}: frame size changes mid-video")
   return np.stack(frames), fps
