@@ -1,4 +1,4 @@
-"""Bring your own videos: face-cropped clips and a manifest from raw videos.
+r"""Bring your own videos: face-cropped clips and a manifest from raw videos.
 
   python -m stclr_jax.data.prepare --input=/data/raw --output=/data/faces \
       [--size=224 --margin=0.2 --workers=2 --detect_every=1 --max_gap=12]
