@@ -1,10 +1,15 @@
-"""CPU demo (`make demo`): ST-CLR pretraining on the built-in synthetic data.
+"""CPU demo (`make demo`): ST-CLR pretraining on the built-in synthetic data,
+then a short linear-probe evaluation against the from-scratch baseline.
 
-Runs the main job, ``train.train_and_evaluate``, with
-``configs/stclr_synthetic.py`` (the same code path as the paper's config, at
-CPU size), then writes a preview of the two views the model was trained on.
-A rerun resumes from the checkpoints in ``--workdir`` (delete it to start
-over).
+1. The main job, ``train.train_and_evaluate``, with
+   ``configs/stclr_synthetic.py`` (the paper's code path at CPU size), and a
+   preview of the two views the model trains on.
+2. ``evaluate.evaluate`` with ``configs/finetune_synthetic.py:linear_only=1``
+   on a few subject-independent folds, twice: from the pretrained encoder
+   and from a random one (the same code path), and both accuracies printed.
+
+A rerun resumes (pretraining from its checkpoints, evaluation at the first
+unfinished fold); delete ``--workdir`` to start over.
 """
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ def main(argv=None):
       _ROOT, "configs", "stclr_synthetic.py"))
   p.add_argument("--config_arg", default=None,
                  help="variants, e.g. 'aug=no_temporal' or 'tiny=1'")
+  p.add_argument("--eval_config", default=os.path.join(
+      _ROOT, "configs", "finetune_synthetic.py"))
+  p.add_argument("--eval_folds", default="0,1,2",
+                 help="folds of the linear-probe evaluation ('' = none)")
   args = p.parse_args(argv)
 
   import jax
@@ -59,6 +68,35 @@ def main(argv=None):
                                                    "preview.png"))
   print(f"checkpoints: {os.path.join(args.workdir, 'checkpoints')}; "
         f"TensorBoard logs: {args.workdir}; views: {out}")
+  if args.eval_folds:
+    linear_probe(args, config)
+
+
+def linear_probe(args, pretrain_config):
+  """Linear probe on a few folds, from the pretrained and from a random
+  encoder; prints both."""
+  from stclr_jax import evaluate
+  arg = "linear_only=1" + (",tiny=1" if "tiny=1" in (args.config_arg or "")
+                           else "")
+  results = {}
+  for name, init in (("ST-CLR", os.path.abspath(args.workdir)),
+                     ("scratch", "")):
+    config = load_config(args.eval_config, arg)
+    config.init_from = init
+    config.eval.run_folds = args.eval_folds
+    config.data.data_dir = pretrain_config.data.data_dir
+    out = os.path.join(args.workdir, f"eval_{name.lower().replace('-', '')}")
+    t0 = time.time()
+    results[name] = (evaluate.evaluate(config, out), out, time.time() - t0)
+  print(f"\nlinear probe, {config.data.name}, subject-independent folds "
+        f"{args.eval_folds} of {config.eval.num_folds}:")
+  for name, (rep, out, secs) in results.items():
+    acc = rep["linear"]
+    print(f"  {name:8s} {100 * acc['mean']:5.1f} ± {100 * acc['std']:4.1f}% "
+          f"(folds {', '.join(f'{100 * a:.1f}' for a in acc['fold_accuracy'].values())}; {secs:.0f}s)"
+          f"  report: {out}/report.json, {out}/confusion.png, "
+          f"{out}/embeddings.png")
+  print(f"chance: {100 / len(rep['class_names']):.1f}%")
 
 
 if __name__ == "__main__":
