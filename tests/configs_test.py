@@ -11,7 +11,8 @@ from flax import nnx
 from stclr_jax import models, optim as optim_lib, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "stclr_*.py")))
+EVAL_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "finetune_*.py")))
 
 
 def _load(path):
@@ -55,3 +56,38 @@ def test_bad_variants_are_errors():
     m.get_config("encodr=r3d_18")
   with pytest.raises(ValueError, match="aug must be one of"):
     m.get_config("aug=no_blur")
+
+
+def test_every_config_file_is_tested():
+  assert sorted(FILES + EVAL_FILES) == sorted(
+      glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+@pytest.mark.parametrize("path", EVAL_FILES, ids=os.path.basename)
+@pytest.mark.parametrize("arg", [None, "encoder=mc3_18,labels=25,linear_only=1"])
+def test_eval_config_loads_and_builds(path, arg):
+  from stclr_jax.evaluation import finetune
+  c = _load(path).get_config(arg)
+  assert c.batch_size > 0 and c.data.clip_len > 0 and not c.init_from
+  mesh = train.make_mesh(jax.devices()[:1])
+  model = nnx.eval_shape(lambda: finetune.Classifier(
+      train.create_model(c, mesh).encoder, 6, rngs=nnx.Rngs(0)))
+  assert models.count_params(model.head) == 6 * (model.encoder.features + 1)
+  if arg:
+    assert c.model.encoder == "mc3_18" and c.eval.label_fraction == 0.25
+    assert c.eval.linear_only
+  else:
+    assert c.eval.label_fraction == 1.0 and not c.eval.linear_only
+
+
+def test_paper_finetune_values():
+  c = _load(os.path.join(ROOT, "configs", "finetune_oulu.py")).get_config()
+  ev = c.eval
+  assert (ev.linear_epochs, ev.finetune_epochs, ev.learning_rate,
+          ev.linear_learning_rate, ev.plateau_patience, ev.num_folds,
+          ev.fold_by) == (30, 70, 1e-4, 1e-4, 3, 10, "subject")
+  assert (c.data.clip_len, c.data.size, c.model.encoder) == (
+      16, 224, "r2plus1d_18")
+  with pytest.raises(ValueError, match="labels must be a percentage"):
+    _load(os.path.join(ROOT, "configs", "finetune_oulu.py")).get_config(
+        "labels=0")
