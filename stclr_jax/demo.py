@@ -35,6 +35,8 @@ def main(argv=None):
       _ROOT, "configs", "stclr_synthetic.py"))
   p.add_argument("--config_arg", default=None,
                  help="variants, e.g. 'aug=no_temporal' or 'tiny=1'")
+  p.add_argument("--data_dir", default="",
+                 help="TFDS data_dir ('' = TFDS's default)")
   p.add_argument("--eval_config", default=os.path.join(
       _ROOT, "configs", "finetune_synthetic.py"))
   p.add_argument("--eval_folds", default="0,1,2",
@@ -48,6 +50,7 @@ def main(argv=None):
   logging.set_verbosity(logging.INFO)  # clu's metric lines and progress
   from stclr_jax.data import preview
   config = load_config(args.config, args.config_arg)
+  config.data.data_dir = args.data_dir
   print(f"jax {jax.__version__} on {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s)")
   print(f"pretraining {config.model.encoder} (width {config.model.width}) on"
