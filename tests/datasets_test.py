@@ -167,6 +167,19 @@ def test_video_folder_bad_rows_and_files(tmp_path):
   csv_path.write_text("path,label\n")
   with pytest.raises(video_io.BadInputError, match="empty split"):
     video_folder.read_csv(str(csv_path))
+  # A header maps columns by name; other named columns are ignored.
+  csv_path.write_text("path,frames,label,fps,subject\nok,3,happy,25,P7\n"
+                      "ok,3\n")
+  with pytest.raises(video_io.BadInputError,
+                     match=r"l.csv:3: 2 fields, the header has 5"):
+    video_folder.read_csv(str(csv_path))
+  csv_path.write_text("path,frames,label,fps,subject\nok,3,happy,25,P7\n")
+  (row,) = video_folder.read_csv(str(csv_path))
+  assert (row.path, row.label, row.subject, row.group) == (
+      str(tmp_path / "ok"), "happy", "P7", "")
+  csv_path.write_text("path,subject\nok,P7\n")
+  with pytest.raises(video_io.BadInputError, match="no 'label' column"):
+    video_folder.read_csv(str(csv_path))
 
 
 def test_process_shards_are_disjoint_and_complete(tmp_path):

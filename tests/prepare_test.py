@@ -174,7 +174,8 @@ def test_output_feeds_video_folder_and_preview(prepared, tmp_path):
   from stclr_jax.data import preview
   from stclr_jax.data.datasets import video_folder
   _, out, _, _, _ = prepared
-  cfg = video_folder.config_for_csv(str(out / "videos.csv"))
+  # The manifest itself is a video_folder CSV (header; extra columns).
+  cfg = video_folder.config_for_csv(str(out / "manifest.csv"))
   b = tfds.builder("video_folder", config=cfg, data_dir=str(tmp_path))
   b.download_and_prepare()
   assert b.info.features["label"].names == ["happy", "sad"]
@@ -187,7 +188,7 @@ def test_output_feeds_video_folder_and_preview(prepared, tmp_path):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config()
-  c.data.name, c.data.csv_path = "video_folder", str(out / "videos.csv")
+  c.data.name, c.data.csv_path = "video_folder", str(out / "manifest.csv")
   c.data.data_dir, c.data.clip_len, c.data.size = str(tmp_path), 4, 32
   png = preview.write_preview(c, str(tmp_path / "p.png"), num_videos=2)
   img = np.asarray(Image.open(png))

@@ -1,7 +1,10 @@
 """Bring your own videos: a dataset described by a CSV file.
 
 Each row is ``path,label[,subject][,group]``; a header row starting with
-``path`` is optional. ``path`` (relative to the CSV's folder, or absolute) is
+``path`` is optional. With a header, columns are found by name and other
+named columns are ignored, so the ``manifest.csv`` of
+``python -m stclr_jax.data.prepare`` (``path,label,subject,frames_in,
+frames_kept,fps``) is read as it is. ``path`` (relative to the CSV's folder, or absolute) is
 a video file (mp4/avi/mov/mkv/webm, decoded with PyAV) or a folder of frames.
 ``label`` is a class name or an integer; the class list is the sorted set of
 labels. ``subject`` identifies the person (for subject-independent folds) and
@@ -64,14 +67,28 @@ def read_csv(csv_path: str) -> list[Row]:
     raise video_io.BadInputError(f"{csv_path}: CSV file not found")
   base = os.path.dirname(os.path.abspath(csv_path))
   rows = []
+  columns = None  # positions of path, label, subject, group (header)
   with open(csv_path, newline="", encoding="utf-8") as f:
     for line, rec in enumerate(csv.reader(f), start=1):
       if not rec or all(not c.strip() for c in rec):
         continue
       rec = [c.strip() for c in rec]
       if line == 1 and rec[0].lower() == "path":
+        names = [c.lower() for c in rec]
+        if "label" not in names:
+          raise video_io.BadInputError(
+              f"{csv_path}:1: the header has no 'label' column: {rec}")
+        columns = [names.index(k) if k in names else None
+                   for k in ("path", "label", "subject", "group")]
+        width = len(rec)
         continue
-      if not 2 <= len(rec) <= 4:
+      if columns is not None:
+        if len(rec) != width:
+          raise video_io.BadInputError(
+              f"{csv_path}:{line}: {len(rec)} fields, the header has "
+              f"{width}")
+        rec = [rec[i] if i is not None else "" for i in columns]
+      elif not 2 <= len(rec) <= 4:
         raise video_io.BadInputError(
             f"{csv_path}:{line}: expected path,label[,subject][,group], got "
             f"{len(rec)} fields")
