@@ -18,21 +18,13 @@ from stclr_jax import configlib
 
 
 def get_config(arg=None):
-  c = configlib.finetune_config()
-  c.data.name = "synthetic_expressions"
-  c.data.clip_len = 8
-  c.data.size = 64
-  c.model.width = 0.25
+  c = configlib.synthetic_sizes(configlib.finetune_config())
   c.eval.run_folds = "0,1,2,3,4"
   c.eval.finetune_epochs = 10
   c.eval.linear_learning_rate = 1e-3
   variants = configlib.parse_arg(arg)
   if variants.pop("tiny", "0") == "1":
-    c.data.name = "synthetic_expressions/tiny"
-    c.data.clip_len = 4
-    c.data.size = 32
-    c.model.width = 0.125
-    c.batch_size = 8
+    configlib.synthetic_sizes(c, tiny=True)
     c.eval.num_folds = 3
     c.eval.run_folds = ""
     c.eval.linear_epochs = 3

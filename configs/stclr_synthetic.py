@@ -7,11 +7,7 @@ from stclr_jax import configlib
 
 
 def get_config(arg=None):
-  c = configlib.base_config()
-  c.data.name = "synthetic_expressions"
-  c.data.clip_len = 8
-  c.data.size = 64
-  c.model.width = 0.25
+  c = configlib.synthetic_sizes(configlib.base_config())
   c.batch_size = 16
   c.num_epochs = 3
   c.log_every_steps = 5
@@ -25,11 +21,7 @@ def get_config(arg=None):
   c.aug.color_strength = 0.5
   variants = configlib.parse_arg(arg)
   if variants.pop("tiny", "0") == "1":
-    c.data.name = "synthetic_expressions/tiny"
-    c.data.clip_len = 4
-    c.data.size = 32
-    c.model.width = 0.125
-    c.batch_size = 8
+    configlib.synthetic_sizes(c, tiny=True)
     c.num_steps = 2
     c.log_every_steps = 1
   return configlib.apply_variants(

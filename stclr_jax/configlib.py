@@ -75,6 +75,19 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def synthetic_sizes(c: ml_collections.ConfigDict, tiny: bool = False):
+  """The CPU sizes of the synthetic configs (pretraining and evaluation
+  share them, so a checkpoint of one fits the other); ``tiny``: the tiny
+  data set and model, for tests."""
+  if tiny:
+    c.data.name, c.data.clip_len, c.data.size = "synthetic_expressions/tiny", 4, 32
+    c.model.width, c.batch_size = 0.125, 8
+  else:
+    c.data.name, c.data.clip_len, c.data.size = "synthetic_expressions", 8, 64
+    c.model.width = 0.25
+  return c
+
+
 def parse_arg(arg: str | None) -> dict[str, str]:
   """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``; errors name the bad part."""
   out = {}
