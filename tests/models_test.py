@@ -112,6 +112,55 @@ def test_conv_fast_lowerings_equal_conv3d(kernel, strides, padding):
                              rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((1, 3, 3), (1, 1, 1), (0, 1, 1)),
+    ((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+    ((1, 7, 7), (1, 2, 2), (0, 3, 3)),
+    ((3, 1, 1), (2, 1, 1), (1, 0, 0)),
+    ((1, 1, 1), (2, 2, 2), (0, 0, 0)),
+])
+@pytest.mark.parametrize("lowering", ["matmul", "spatial2d"])
+def test_conv_fast_lowerings_have_conv3d_gradients(kernel, strides, padding,
+                                                   lowering):
+  # 17 input channels: the spatial kernels take the custom kernel gradient
+  # (im2col matrix product), which starts at 16 channels.
+  fast = models.VideoConv(17, 6, kernel, strides=strides, padding=padding,
+                          lowering=lowering, rngs=nnx.Rngs(0))
+  ref = models.VideoConv(17, 6, kernel, strides=strides, padding=padding,
+                         lowering="conv3d", rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 7, 9, 10, 17))
+
+  def loss(conv, x):
+    y = conv(x)
+    return jnp.sum(y * jnp.cos(jnp.arange(y.size).reshape(y.shape)))
+
+  (gw_fast, gx_fast) = nnx.grad(loss, argnums=(0, 1))(fast, x)
+  (gw_ref, gx_ref) = nnx.grad(loss, argnums=(0, 1))(ref, x)
+  np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(ref(x)),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(gx_fast), np.asarray(gx_ref),
+                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(gw_fast["kernel"][...]),
+                             np.asarray(gw_ref["kernel"][...]),
+                             rtol=1e-4, atol=1e-3)
+
+
+def test_conv2d_gemm_wgrad_bf16_gradient_is_close():
+  from stclr_jax.models import layers
+  x = jax.random.normal(jax.random.key(0), (3, 9, 8, 20), jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(1), (3, 3, 20, 7), jnp.bfloat16)
+  pad = ((1, 1), (1, 1))
+
+  def loss(conv):
+    return lambda w: jnp.sum(conv(x, w, (2, 2), pad).astype(jnp.float32)**2)
+
+  g = jax.grad(loss(layers.conv2d_gemm_wgrad))(w)
+  g_ref = jax.grad(loss(layers._conv2d))(w)
+  assert g.dtype == jnp.bfloat16
+  g, g_ref = np.asarray(g, np.float32), np.asarray(g_ref, np.float32)
+  assert np.linalg.norm(g - g_ref) / np.linalg.norm(g_ref) < 0.02
+
 def _torch_style_bn(x, mean, var, momentum=0.1, eps=1e-5):
   """NumPy transcription of PyTorch BatchNorm training semantics."""
   axes = tuple(range(x.ndim - 1))

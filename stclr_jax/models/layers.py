@@ -1,6 +1,7 @@
 """Building blocks shared by the video ResNets: a 3-D convolution that runs
-purely spatial kernels as 2-D convolutions, and a BatchNorm with PyTorch
-semantics whose statistics can be global or per group of the batch.
+the (2+1)D kernels as 2-D convolutions and matrix products, and a BatchNorm
+with PyTorch semantics whose statistics can be global or per group of the
+batch.
 
 All tensors are channels-last: ``(batch, time, height, width, channels)``.
 Parameters are created in ``param_dtype`` (float32 by default) and cast to the
@@ -8,6 +9,7 @@ compute ``dtype`` inside ``__call__`` (mixed precision).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -33,17 +35,83 @@ def _triple(v: int | Sequence[int]) -> Triple:
   return v  # type: ignore[return-value]
 
 
+def _conv2d(x, w, strides, padding):
+  return jax.lax.conv_general_dilated(
+      x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _weight_grad_gemm(x, dy, kernel_hw, strides, padding):
+  """Gradient of a 2-D convolution with respect to its kernel, as one matrix
+  product: the ``kh*kw`` strided taps of the padded input concatenated along
+  channels (im2col) times ``dy``, contracted over batch and positions."""
+  (kh, kw), (sh, sw) = kernel_hw, strides
+  n, ho, wo, co = dy.shape
+  c = x.shape[-1]
+  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  taps = [jax.lax.slice(xp, (0, i, j, 0),
+                        (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                        (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+  dw = jnp.einsum("nhwk,nhwo->ko", cols, dy,
+                  preferred_element_type=jnp.float32)
+  return dw.reshape(kh, kw, c, co)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d_gemm_wgrad(x, w, strides, padding):
+  """NHWC/HWIO 2-D convolution, same values and gradients as
+  ``lax.conv_general_dilated``, whose kernel gradient is computed by
+  :func:`_weight_grad_gemm`: XLA:CPU's own form of that gradient (a
+  convolution over the batch with ``dy`` as kernel) took 2-6x the time of the
+  forward convolution on R(2+1)D-18's shapes, the matrix product 2-4x less
+  than it (see BENCHMARKS.md). The input gradient is XLA's."""
+  return _conv2d(x, w, strides, padding)
+
+
+def _conv2d_gemm_wgrad_fwd(x, w, strides, padding):
+  return _conv2d(x, w, strides, padding), (x, w)
+
+
+def _conv2d_gemm_wgrad_bwd(strides, padding, res, dy):
+  x, w = res
+  _, x_vjp = jax.vjp(lambda x_: _conv2d(x_, w, strides, padding), x)
+  dw = _weight_grad_gemm(x, dy, w.shape[:2], strides, padding)
+  return x_vjp(dy)[0], dw.astype(w.dtype)
+
+
+conv2d_gemm_wgrad.defvjp(_conv2d_gemm_wgrad_fwd, _conv2d_gemm_wgrad_bwd)
+
+# Below this many input channels (the RGB stem) XLA's own kernel gradient
+# was as fast as the matrix product.
+_GEMM_WGRAD_MIN_CHANNELS = 16
+
+
+LOWERINGS = ("auto", "matmul", "spatial2d", "conv3d")
+
+
 class VideoConv(nnx.Module):
   """Bias-free 3-D convolution with kernel ``(kt, kh, kw, in, out)`` (DHWIO).
 
-  The maths is always that of ``Conv3d(kernel, stride, padding)``. A purely
-  spatial ``(1, kh, kw)`` kernel with time stride 1 runs as a 2-D convolution
-  over ``batch*time`` frames, which XLA:CPU executes about 1.3x faster for a
-  whole R(2+1)D-18 step than the 3-D form (see BENCHMARKS.md); every other
-  kernel runs as a 3-D convolution (lowering the temporal ``(kt, 1, 1)`` and
-  the ``1x1x1`` kernels to 1-D convolutions or matrix products measured
-  slower on CPU). ``lowering="conv3d"`` forces the 3-D form everywhere (the
-  tests check both agree).
+  The maths is always that of ``Conv3d(kernel, stride, padding)``; the
+  ``lowering`` picks how it runs:
+
+  * ``"matmul"`` (measured fastest for a whole training step on XLA:CPU, see
+    BENCHMARKS.md): a purely spatial ``(1, kh, kw)`` kernel with time stride
+    1 runs as a 2-D convolution over ``batch*time`` frames whose kernel
+    gradient is one matrix product (:func:`conv2d_gemm_wgrad`); a temporal
+    ``(kt, 1, 1)`` or pointwise ``1x1x1`` kernel without spatial padding runs
+    as a matrix product (spatial strides as slices, the ``kt`` strided,
+    zero-padded time taps concatenated along channels, one ``(kt*in, out)``
+    matmul); every other kernel as a 3-D convolution.
+  * ``"spatial2d"``: the ``(1, kh, kw)`` kernels as 2-D convolutions with
+    XLA's own gradients, every other kernel as a 3-D convolution.
+  * ``"conv3d"``: the 3-D form everywhere.
+  * ``"auto"`` (default): ``"matmul"`` when JAX's default backend is the
+    CPU, else ``"spatial2d"`` (measure the others there with
+    ``bench/train_step.py --lowering``).
+
+  The tests check that values and gradients of all lowerings agree.
   """
 
   def __init__(self, in_features: int, out_features: int,
@@ -52,8 +120,9 @@ class VideoConv(nnx.Module):
                padding: int | Sequence[int] = 0,
                dtype=jnp.float32, param_dtype=jnp.float32,
                lowering: str = "auto", rngs: nnx.Rngs):
-    if lowering not in ("auto", "conv3d"):
-      raise ValueError(f"lowering must be 'auto' or 'conv3d', got {lowering!r}")
+    if lowering not in LOWERINGS:
+      raise ValueError(f"lowering must be one of {LOWERINGS}, got "
+                       f"{lowering!r}")
     self.in_features = in_features
     self.out_features = out_features
     self.kernel_size = _triple(kernel_size)
@@ -75,14 +144,37 @@ class VideoConv(nnx.Module):
     (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = (
         self.kernel_size, self.strides, self.padding)
     b, t, h, wd, c = x.shape
-    if self.lowering == "auto" and kt == 1 and st == 1 and pt == 0:
-      y = jax.lax.conv_general_dilated(
-          x.reshape(b * t, h, wd, c), w[0], (sh, sw), ((ph, ph), (pw, pw)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    lowering = self.lowering
+    if lowering == "auto":
+      lowering = "matmul" if jax.default_backend() == "cpu" else "spatial2d"
+    if lowering != "conv3d" and kt == 1 and st == 1 and pt == 0:
+      pad = ((ph, ph), (pw, pw))
+      x2 = x.reshape(b * t, h, wd, c)
+      if lowering == "matmul" and c >= _GEMM_WGRAD_MIN_CHANNELS:
+        y = conv2d_gemm_wgrad(x2, w[0], (sh, sw), pad)
+      else:
+        y = _conv2d(x2, w[0], (sh, sw), pad)
       return y.reshape(b, t, *y.shape[1:])
+    if lowering == "matmul" and kh == kw == 1 and ph == pw == 0:
+      return self._temporal_matmul(x, w)
     return jax.lax.conv_general_dilated(
         x, w, self.strides, [(p, p) for p in self.padding],
         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+  def _temporal_matmul(self, x, w):
+    """``(kt, 1, 1)`` convolution as time-tap concatenation + one matmul."""
+    (kt, _, _), (st, sh, sw), (pt, _, _) = (
+        self.kernel_size, self.strides, self.padding)
+    if (sh, sw) != (1, 1):
+      x = x[:, :, ::sh, ::sw]
+    if pt:
+      x = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
+    t_out = (x.shape[1] - kt) // st + 1
+    taps = [jax.lax.slice_in_dim(x, k, k + st * (t_out - 1) + 1, st, axis=1)
+            for k in range(kt)]
+    cols = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)
+    return jnp.einsum("bthwc,co->bthwo", cols,
+                      w.reshape(kt * self.in_features, self.out_features))
 
 
 class BatchNorm(nnx.Module):
