@@ -20,10 +20,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -151,7 +149,10 @@ def num_train_steps(config, num_examples: int) -> tuple[int, int]:
   return steps_per_epoch, total
 
 
-def checkpoint_manager(workdir, config) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir, config):
+  """Orbax ``CheckpointManager`` in ``workdir/checkpoints``: asynchronous
+  saves, keep ``config.keep_checkpoints``."""
+  import orbax.checkpoint as ocp
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), "checkpoints"),
       options=ocp.CheckpointManagerOptions(
@@ -167,10 +168,12 @@ def restore_latest(mngr, state):
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
       state)
+  import orbax.checkpoint as ocp
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract)), step
 
 
 def _save(mngr, step, state):
+  import orbax.checkpoint as ocp
   mngr.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
@@ -184,7 +187,7 @@ def _check_finite(step, metrics, mngr):
         f"good checkpoint is step {mngr.latest_step()} in {mngr.directory}")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+def train_and_evaluate(config: "ml_collections.ConfigDict", workdir: str,
                        *, devices=None) -> dict:
   """Pretrains with ST-CLR; resumes from ``workdir`` if it has checkpoints.
 

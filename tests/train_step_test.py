@@ -110,3 +110,20 @@ def test_checkpoint_from_8_devices_restores_onto_1_and_4(tmp_path):
     restored, m = step_n(restored, _global(_batch(1), mesh))
     assert int(restored["step"]) == 2 and np.isfinite(float(m["loss"]))
   mngr.close()
+
+
+def test_model_loss_and_step_import_without_tensorflow():
+  """The GPU image has no TensorFlow, TFDS, ml-collections, clu or dm-pix:
+  the model, the loss and the train step must import without them."""
+  import subprocess
+  import sys
+  code = ("import sys\n"
+          "for m in ('tensorflow', 'tensorflow_datasets', 'ml_collections',"
+          " 'clu', 'dm_pix'):\n"
+          "  sys.modules[m] = None  # import fails\n"
+          "import stclr_jax.models, stclr_jax.losses, stclr_jax.train\n"
+          "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m]]\n"
+          "print('ok')\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
