@@ -46,6 +46,15 @@ def fingerprint(config) -> str:
       :16]
 
 
+def _read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); delete it to recompute"
+                     ) from None
+
+
 def split_metadata(builder, split: str) -> dict:
   """Labels, subject ids and video ids of a split, in reading order,
   without decoding the frames."""
@@ -81,10 +90,9 @@ def _with_head(params, w, b):
 
 def _finetune_fold(runner, step_fn, tx, params, batch_stats, videos, n,
                    train_idx, config, batch_size, fold):
-  from stclr_jax.data import input as input_lib
   from stclr_jax.data import pipeline
   ev = config.eval
-  spatial = input_lib.spatial_augment(_finetune_aug(ev))
+  spatial = _finetune_aug(ev)
   modes = tuple(m.strip() for m in ev.train_temporal_modes.split(",")
                 if m.strip())
   plateau = finetune.Plateau(ev)
@@ -120,11 +128,11 @@ def _finetune_fold(runner, step_fn, tx, params, batch_stats, videos, n,
 
 
 def _finetune_aug(ev):
-  import ml_collections
-  return ml_collections.ConfigDict({
-      "crop": ev.train_crop, "crop_area": tuple(ev.train_crop_area),
-      "crop_aspect": (3 / 4, 4 / 3), "flip": ev.train_flip, "color": False,
-      "color_strength": 0.0, "color_prob": 0.0, "grayscale_prob": 0.0})
+  """Fine-tuning clips: crop and flip as configured, colour left alone."""
+  from stclr_jax.data import augment as augment_lib
+  return augment_lib.SpatialAugment(
+      crop=ev.train_crop, crop_area=tuple(ev.train_crop_area),
+      flip=ev.train_flip, color=False)
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -142,7 +150,7 @@ def evaluate(config, workdir: str) -> dict:
   fp = fingerprint(config)
   cfg_path = os.path.join(workdir, "eval_config.json")
   if os.path.exists(cfg_path):
-    old = json.load(open(cfg_path)).get("fingerprint")
+    old = _read_json(cfg_path).get("fingerprint")
     if old != fp:
       raise ValueError(
           f"{workdir} holds folds of another evaluation config (fingerprint "
@@ -165,7 +173,7 @@ def evaluate(config, workdir: str) -> dict:
   for f in run:
     path = os.path.join(fold_dir, f"fold_{f:02d}.json")
     if os.path.exists(path):
-      done[f] = json.load(open(path))
+      done[f] = _read_json(path)
   todo = [f for f in run if f not in done]
   logging.info("%d folds by %s; running %s (%d already done)", ev.num_folds,
                ev.fold_by, run, len(done))
