@@ -272,3 +272,12 @@ def test_bad_init_from_gets_a_clear_error(pretrained, tmp_path):
   config.init_step = 7
   with pytest.raises(ValueError, match=r"init_step=7: .* has steps \[2\]"):
     restore.initial_encoder(config, mesh)
+
+
+def test_corrupt_fold_file_is_a_clear_error(tmp_path):
+  path = tmp_path / "fold_03.json"
+  path.write_text('{"fold": 3, "linear": ')  # a crash mid-write elsewhere
+  with pytest.raises(ValueError, match=r"fold_03.json: not valid JSON"):
+    evaluate._read_json(str(path))
+  path.write_text('{"fold": 3}')
+  assert evaluate._read_json(str(path)) == {"fold": 3}

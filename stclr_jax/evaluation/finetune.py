@@ -89,7 +89,6 @@ class Runner:
     self.std = jnp.asarray(std, jnp.float32)
     self.replicated = NamedSharding(mesh, P())
     self._data = NamedSharding(mesh, P("data"))
-    self._train_steps = {}
     model.eval()
     self._eval_graphdef, _ = nnx.split(model)
     model.train()
