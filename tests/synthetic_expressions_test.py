@@ -134,3 +134,49 @@ def test_no_colour_or_position_shortcut():
   nuisance = np.array(nuisance).reshape(30, 6, -1)
   class_dev = nuisance.mean(0) - nuisance.mean((0, 1))
   assert np.all(np.abs(class_dev) < 0.6 * nuisance.reshape(180, -1).std(0))
+
+
+def _skin_mask(video_cfg, subject_id):
+  """Pixels of the first (neutral, unlit) frame showing bare skin."""
+  subject = se.make_subject(subject_id, video_cfg.seed, video_cfg.framing)
+  actions = {a: np.zeros(1) for a in synthetic_faces.ACTIONS}
+  pose = dict(dx=np.zeros(1), dy=np.zeros(1), rot=np.zeros(1),
+              scale=np.ones(1))
+  albedo = synthetic_faces.render(subject.identity, actions, pose,
+                                  video_cfg.frame_size)[:, 0]
+  skin = np.asarray(subject.identity.skin, np.float32).reshape(3, 1, 1)
+  return np.all(np.abs(albedo - skin) < 1e-4, axis=0), subject
+
+
+def test_face_framing_is_a_face_crop_of_the_same_people():
+  portrait = dataclasses.replace(CLEAN, frame_size=64)
+  faces = dataclasses.replace(portrait, framing="face")
+  assert se.CONFIGS["faces"].framing == "face"
+  assert se.CONFIGS["default"].framing == "portrait"
+  ratios, offsets = [], []
+  for s in range(1, 21):
+    p_mask, p_subject = _skin_mask(portrait, s)
+    f_mask, f_subject = _skin_mask(faces, s)
+    # Same person: identity and expressiveness, only the framing differs.
+    assert dataclasses.replace(f_subject.identity, face_x=0, face_y=0,
+                               face_scale=0) == dataclasses.replace(
+                                   p_subject.identity, face_x=0, face_y=0,
+                                   face_scale=0)
+    assert f_subject.gains == p_subject.gains
+    ratios.append(f_mask.mean() / p_mask.mean())
+    cols = np.flatnonzero(f_mask.any(0))
+    offsets.append((cols[0] + cols[-1] + 1) / 2 / faces.frame_size - 0.5)
+  # The crop magnifies the face about 1.4x (area about 2x; the portrait's
+  # face sizes vary by 14%), and centres it.
+  assert 1.5 < min(ratios) and max(ratios) < 3.0, ratios
+  assert 1.8 < np.mean(ratios) < 2.3, ratios
+  assert np.max(np.abs(offsets)) < 0.04, offsets
+  # Videos differ from the portrait's, and the framing is seeded like them.
+  a = se.generate_video(3, "happiness", dataclasses.replace(TINY,
+                                                            framing="face"))
+  np.testing.assert_array_equal(a, se.generate_video(
+      3, "happiness", dataclasses.replace(TINY, framing="face")))
+  assert np.abs(a.astype(int) - se.generate_video(3, "happiness", TINY)
+                .astype(int)).mean() > 5
+  with pytest.raises(ValueError, match="framing must be"):
+    se.make_subject(1, 0, "closeup")

@@ -85,7 +85,15 @@ _DISTRACTORS = tuple(a for a in synthetic_faces.ACTIONS if a != "blink")
 @dataclasses.dataclass
 class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   """What to generate. ``head_motion``, ``lighting`` and ``noise`` scale the
-  nuisance variation (0 turns it off: a fixed pose, even light, no noise)."""
+  nuisance variation (0 turns it off: a fixed pose, even light, no noise).
+
+  ``framing``: ``"portrait"`` shows head, shoulders and background, placed
+  and sized per subject (like Oulu-CASIA's ``OriginalImg``); ``"face"`` is
+  the frame a face detector's crop gives (like Oulu-CASIA's ``Cropped`` set
+  and ``stclr_jax.data.prepare``: the face box plus a margin, about two face
+  widths square): the face fills the frame, centred and sized up to a small
+  per-subject residual, so hair, clothes and background are mostly cut
+  away. Head motion within a sequence is kept (a crop fixed per video)."""
   num_subjects: int = 80
   frame_size: int = 112
   min_frames: int = 10
@@ -94,11 +102,15 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   head_motion: float = 1.0
   lighting: float = 1.0
   noise: float = 1.0
+  framing: str = "portrait"
 
 
 CONFIGS = {
     "default": SyntheticExpressionsConfig(
         name="default", description="80 subjects x 6, 112x112, 10-40 frames"),
+    "faces": SyntheticExpressionsConfig(
+        name="faces", framing="face",
+        description="80 subjects x 6, 112x112, 10-40 frames, face crops"),
     "tiny": SyntheticExpressionsConfig(
         name="tiny", num_subjects=6, frame_size=32, min_frames=6,
         max_frames=12, description="6 subjects x 6, 32x32, 6-12 frames"),
@@ -125,11 +137,36 @@ def _expression_index(expression: Union[int, str]) -> int:
   return int(expression)
 
 
-def make_subject(subject_id: int, seed: int = 0) -> Subject:
+# Face framing: face units per half frame, and the face point at the
+# crop's centre (between the brows and the chin: a face box plus margin).
+_FACE_CROP_UNITS = 1.0
+_FACE_CROP_CENTRE_Y = 0.2
+
+
+def face_framed(identity: synthetic_faces.Identity,
+                rng: np.random.Generator) -> synthetic_faces.Identity:
+  """``identity`` as a face detector's crop frames it: the face centred and
+  scaled to the crop, up to a residual of a few percent (detector error)."""
+  scale = _FACE_CROP_UNITS * rng.uniform(0.95, 1.05)
+  return dataclasses.replace(
+      identity, face_scale=scale / 0.72,  # the renderer's 0.72 per unit
+      face_x=rng.uniform(-0.03, 0.03),
+      face_y=-_FACE_CROP_CENTRE_Y * scale + rng.uniform(-0.03, 0.03))
+
+
+def make_subject(subject_id: int, seed: int = 0,
+                 framing: str = "portrait") -> Subject:
   """Subject ``subject_id`` of data set ``seed`` (independent of the other
-  config fields: the tiny and default configs share their first subjects)."""
+  config fields but ``framing``: the tiny and default configs share their
+  first subjects, and the ``faces`` config shows the same people)."""
   rng = np.random.default_rng([seed, subject_id, 0])
   identity = synthetic_faces.sample_identity(rng)
+  if framing == "face":
+    identity = face_framed(identity, np.random.default_rng(
+        [seed, subject_id, 0xFACE]))
+  elif framing != "portrait":
+    raise ValueError(f"framing must be 'portrait' or 'face', got "
+                     f"{framing!r}")
   gains = {a: float(np.exp(rng.normal(0, 0.35)))
            for a in synthetic_faces.ACTIONS}
   light = dict(brightness=rng.uniform(0.8, 1.1),
@@ -219,7 +256,8 @@ def generate_video(subject_id: int, expression: Union[int, str],
   """
   config = config or CONFIGS["default"]
   e = _expression_index(expression)
-  subject = make_subject(subject_id, config.seed)
+  subject = make_subject(subject_id, config.seed,
+                         getattr(config, "framing", "portrait"))
   rng = np.random.default_rng([config.seed, subject_id, 1 + e])
   actions, pose, light = sample_sequence(subject, e, rng, config)
   albedo = synthetic_faces.render(subject.identity, actions, pose,
