@@ -222,7 +222,8 @@ def evaluate(config, workdir: str) -> dict:
         feats[train_idx], meta["label"][train_idx], len(class_names),
         epochs=ev.linear_epochs, batch_size=fb,
         learning_rate=ev.linear_learning_rate, ev=ev,
-        seed=config.seed * 1009 + f)
+        seed=config.seed * 1009 + f,
+        standardize=ev.linear_standardize)
     lin_pred = finetune.linear_predict(lin, feats[test])
     result = {
         "fold": f, "fingerprint": fp,

@@ -180,3 +180,27 @@ def test_face_framing_is_a_face_crop_of_the_same_people():
                 .astype(int)).mean() > 5
   with pytest.raises(ValueError, match="framing must be"):
     se.make_subject(1, 0, "closeup")
+
+
+def test_people_makes_subjects_recordings_of_the_same_person():
+  one = dataclasses.replace(TINY, people=1)
+  assert se.CONFIGS["faces_one_person"].people == 1
+  first = [se.generate_video(s, "anger", one) for s in (1, 2, 3)]
+  # Subject 1 of a one-person data set is subject 1 of the usual one.
+  np.testing.assert_array_equal(first[0], se.generate_video(1, "anger", TINY))
+  # The others look like subject 1 (same face, clothes and background) but
+  # are their own sequences; in the usual data set they are other people.
+  clean = dataclasses.replace(CLEAN, people=1)
+  neutral = [se.generate_video(s, "anger", clean)[0].astype(int)
+             for s in (1, 2, 3)]
+  usual = [se.generate_video(s, "anger", CLEAN)[0].astype(int)
+           for s in (1, 2, 3)]
+  assert all(np.array_equal(neutral[0], n) for n in neutral[1:])
+  assert all(np.abs(usual[0] - u).mean() > 10 for u in usual[1:])
+  assert len({v.shape for v in first}) > 1 or any(
+      not np.array_equal(first[0], v) for v in first[1:])
+  two = dataclasses.replace(CLEAN, people=2)
+  n = {s: se.generate_video(s, "fear", two)[0] for s in (1, 2, 3, 4)}
+  np.testing.assert_array_equal(n[3], n[1])
+  np.testing.assert_array_equal(n[4], n[2])
+  assert np.abs(n[1].astype(int) - n[2]).mean() > 10

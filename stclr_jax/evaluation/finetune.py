@@ -165,13 +165,28 @@ class Runner:
 
 def train_linear(features, labels, num_classes: int, *, epochs: int,
                  batch_size: int, learning_rate: float, ev, seed: int,
-                 init_scale: float = 0.01):
+                 init_scale: float = 0.01, standardize: bool = True):
   """The linear phase on frozen features: ``(W, b)`` and per-epoch logs.
 
   W starts N(0, ``init_scale``) and b at zero, as ``LinearClassifier``;
   minibatches are a seeded shuffle per epoch, full batches only; Adam with
-  the plateau-reduced learning rate."""
+  the plateau-reduced learning rate.
+
+  ``standardize``: train on features standardised with the training set's
+  mean and std per dimension, then fold that affine map into the returned
+  ``(W, b)``, so they apply to the raw features: still one linear layer on
+  the frozen encoder, but well conditioned. Pooled ReLU features sit on a
+  large offset with a small spread (a random width-0.25 encoder on the
+  synthetic data: mean 0.58, std 0.09 per dimension), where Adam at 1e-4
+  barely moves the training loss off ln C in 30 epochs.
+  """
+  features = np.asarray(features, np.float32)
   n, d = features.shape
+  if standardize:
+    mean = features.mean(0)
+    std = features.std(0)
+    std = np.where(std > 1e-6 * max(float(std.max()), 1e-30), std, 1.0)
+    features = (features - mean) / std
   batch_size = min(batch_size, n)
   steps = n // batch_size
   tx = optax.scale_by_adam()
@@ -207,7 +222,13 @@ def train_linear(features, labels, num_classes: int, *, epochs: int,
     plateau.end_epoch(mean_loss)
     log.append({"epoch": epoch + 1, "loss": mean_loss,
                 "accuracy": float(np.mean(accs)), "lr": lr})
-  return jax.device_get(params), log
+  params = jax.device_get(params)
+  if standardize:  # W (x - m) / s + b == (W / s) x + (b - (m / s) W)
+    w = np.asarray(params["w"], np.float64) / std[:, None]
+    params = {"w": w.astype(np.float32),
+              "b": (np.asarray(params["b"], np.float64)
+                    - mean.astype(np.float64) @ w).astype(np.float32)}
+  return params, log
 
 
 def linear_predict(params, features) -> np.ndarray:

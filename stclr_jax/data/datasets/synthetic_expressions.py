@@ -93,7 +93,12 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   and ``stclr_jax.data.prepare``: the face box plus a margin, about two face
   widths square): the face fills the frame, centred and sized up to a small
   per-subject residual, so hair, clothes and background are mostly cut
-  away. Head motion within a sequence is kept (a crop fixed per video)."""
+  away. Head motion within a sequence is kept (a crop fixed per video).
+
+  ``people``: 0 gives every subject their own appearance, session light and
+  expressiveness; ``k > 0`` makes subject ``s`` a recording of person
+  ``(s - 1) % k + 1`` (their sequences still differ), which removes identity
+  as a cue: ``faces_one_person`` is the diagnosis of BENCHMARKS.md."""
   num_subjects: int = 80
   frame_size: int = 112
   min_frames: int = 10
@@ -103,6 +108,7 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   lighting: float = 1.0
   noise: float = 1.0
   framing: str = "portrait"
+  people: int = 0
 
 
 CONFIGS = {
@@ -111,6 +117,9 @@ CONFIGS = {
     "faces": SyntheticExpressionsConfig(
         name="faces", framing="face",
         description="80 subjects x 6, 112x112, 10-40 frames, face crops"),
+    "faces_one_person": SyntheticExpressionsConfig(
+        name="faces_one_person", framing="face", people=1,
+        description="as faces, but all 80 subjects are one person"),
     "tiny": SyntheticExpressionsConfig(
         name="tiny", num_subjects=6, frame_size=32, min_frames=6,
         max_frames=12, description="6 subjects x 6, 32x32, 6-12 frames"),
@@ -256,7 +265,9 @@ def generate_video(subject_id: int, expression: Union[int, str],
   """
   config = config or CONFIGS["default"]
   e = _expression_index(expression)
-  subject = make_subject(subject_id, config.seed,
+  people = getattr(config, "people", 0)
+  person = (subject_id - 1) % people + 1 if people > 0 else subject_id
+  subject = make_subject(person, config.seed,
                          getattr(config, "framing", "portrait"))
   rng = np.random.default_rng([config.seed, subject_id, 1 + e])
   actions, pose, light = sample_sequence(subject, e, rng, config)

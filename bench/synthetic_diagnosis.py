@@ -1,0 +1,120 @@
+"""What do pixels and encoder features tell about expression and identity?
+
+The diagnosis behind the synthetic protocol's result (BENCHMARKS.md). Two
+closed-form probes, so no optimiser setting can hide or fake a result:
+
+* expression: ridge classification (one-hot targets, features standardised
+  on the training part) over the subject-independent folds of the protocol
+  (``subject_folds(subjects, 10, seed 0)``, all 10 folds);
+* identity: the same ridge predicting the subject, trained on 5 of each
+  subject's videos and tested on the 6th (leave one expression out).
+
+Inputs: a data set's pixels (``--data=faces`` etc.: the last frame minus the
+first, grey, block-averaged to ``--pixels`` px, i.e. apex minus neutral; and
+the last frame alone), and/or ``embeddings.npz`` files written by
+``--mode=evaluate`` (the frozen encoder's features of every video).
+
+  python bench/synthetic_diagnosis.py --data=default,faces \\
+      --embeddings=workdirs/protocol/eval_stclr/embeddings.npz
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
+
+
+def ridge_predict(train_x, train_y, test_x, num_classes, lam):
+  """Ridge regression on one-hot targets (dual form), argmax."""
+  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+  a = (train_x - mean) / std
+  b = (test_x - mean) / std
+  y = np.eye(num_classes)[train_y]
+  alpha = np.linalg.solve(a @ a.T + lam * len(a) * np.eye(len(a)),
+                          y - y.mean(0))
+  return (b @ (a.T @ alpha)).argmax(1)
+
+
+def expression_accuracy(x, labels, subjects, lam):
+  accs = []
+  for test in folds_lib.subject_folds(subjects, 10, 0):
+    train = folds_lib.train_indices(test, len(x))
+    pred = ridge_predict(x[train], labels[train], x[test], 6, lam)
+    accs.append(np.mean(pred == labels[test]))
+  return 100 * np.mean(accs), 100 * np.std(accs)
+
+
+def identity_accuracy(x, labels, subjects, lam):
+  ids = np.searchsorted(np.unique(subjects), subjects)
+  k = int(ids.max()) + 1
+  if k < 2:
+    return float("nan")
+  accs = []
+  for e in range(6):
+    held = labels == e
+    pred = ridge_predict(x[~held], ids[~held], x[held], k, lam)
+    accs.append(np.mean(pred == ids[held]))
+  return 100 * np.mean(accs)
+
+
+def pixel_features(data: str, data_dir: str, px: int):
+  import tensorflow_datasets as tfds
+
+  from stclr_jax.data import datasets  # noqa: F401  (registers builders)
+  ds = tfds.load(f"synthetic_expressions/{data}", split="train",
+                 data_dir=data_dir or None)
+  diff, apex, labels, subjects = [], [], [], []
+  for ex in tfds.as_numpy(ds):
+    grey = ex["video"].astype(np.float32).mean(-1) / 255
+    k = grey.shape[1] // px
+    pool = lambda f: f[:k * px, :k * px].reshape(px, k, px, k).mean((1, 3))  # noqa: E731
+    diff.append((pool(grey[-1]) - pool(grey[0])).ravel())
+    apex.append(pool(grey[-1]).ravel())
+    labels.append(ex["label"])
+    subjects.append(ex["subject_id"])
+  return (np.stack(diff), np.stack(apex), np.array(labels),
+          np.array(subjects))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--data", default="default,faces",
+                 help="synthetic_expressions configs for the pixel probes")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--pixels", type=int, default=16)
+  p.add_argument("--embeddings", default="",
+                 help="comma-separated embeddings.npz files")
+  p.add_argument("--lam", type=float, default=1.0,
+                 help="ridge strength (pixels); embeddings use 0.01")
+  args = p.parse_args(argv)
+  print("| input | expression, 10 folds by subject | subject id, "
+        "leave one expression out |")
+  print("| --- | --- | --- |")
+  for data in filter(None, args.data.split(",")):
+    diff, apex, labels, subjects = pixel_features(data, args.data_dir,
+                                                  args.pixels)
+    for name, x in (("apex - neutral", diff), ("apex", apex)):
+      m, s = expression_accuracy(x, labels, subjects, args.lam)
+      ident = identity_accuracy(x, labels, subjects, args.lam)
+      print(f"| {data}: pixels, {name}, {args.pixels}x{args.pixels} grey | "
+            f"{m:.1f} ± {s:.1f}% | {ident:.1f}% |", flush=True)
+  for path in filter(None, args.embeddings.split(",")):
+    d = np.load(path)
+    x, labels, subjects = d["features"], d["labels"], d["subjects"]
+    m, s = expression_accuracy(x, labels, subjects, 0.01)
+    ident = identity_accuracy(x, labels, subjects, 0.01)
+    print(f"| {path} ({x.shape[1]}-d) | {m:.1f} ± {s:.1f}% | {ident:.1f}% |",
+          flush=True)
+  print("chance: expression 16.7%; subject id 1/subjects")
+
+
+if __name__ == "__main__":
+  main()
