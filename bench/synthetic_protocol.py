@@ -41,7 +41,18 @@ def main(argv=None):
   p.add_argument("--finetune_epochs", type=int, default=10)
   p.add_argument("--arms", default="stclr,scratch,stclr_no_temporal")
   p.add_argument("--data_dir", default="")
+  p.add_argument("--size", type=int, default=0,
+                 help="frame size for pretraining and evaluation (0: the "
+                 "configs' 64); frames are cached at 1.25x")
   args = p.parse_args(argv)
+
+  def sized(config):
+    config.data.data_dir = args.data_dir
+    if args.size:
+      config.data.size = args.size
+      config.data.cache_frame_size = int(round(1.25 * args.size))
+    return config
+
 
   from absl import logging
 
@@ -54,17 +65,15 @@ def main(argv=None):
     init = ""
     if arm != "scratch":
       variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
-      config = _load("stclr_synthetic.py", variant)
+      config = sized(_load("stclr_synthetic.py", variant))
       config.num_epochs = args.pretrain_epochs
-      config.data.data_dir = args.data_dir
       init = os.path.join(args.workdir, f"pretrain_{arm}")
       t0 = time.time()
       last = train.train_and_evaluate(config, init)["last"]
       times[f"pretrain {arm}"] = time.time() - t0
       print(f"[{arm}] pretrained: {last}", flush=True)
-    config = _load("finetune_synthetic.py")
+    config = sized(_load("finetune_synthetic.py"))
     config.init_from = init
-    config.data.data_dir = args.data_dir
     config.eval.run_folds = args.folds
     config.eval.linear_epochs = args.linear_epochs
     config.eval.finetune_epochs = args.finetune_epochs
@@ -73,7 +82,8 @@ def main(argv=None):
                                                        f"eval_{arm}"))
     times[f"evaluate {arm}"] = time.time() - t0
 
-  print(f"\nsynthetic_expressions, folds {args.folds} of 10 (by subject); "
+  print(f"\n{config.data.name} at {config.data.size} px, folds "
+        f"{args.folds} of 10 (by subject); "
         f"pretraining {args.pretrain_epochs} epochs; linear "
         f"{args.linear_epochs} + fine-tune {args.finetune_epochs} epochs\n")
   print("| arm | linear probe | fine-tuned |")

@@ -1,6 +1,6 @@
 """Evaluation twin of configs/stclr_synthetic.py, at CPU size: the same
-protocol as configs/finetune_oulu.py on the built-in synthetic_expressions
-data (width-0.25 R(2+1)D-18, 8x64x64 clips).
+protocol as configs/finetune_oulu.py on the built-in
+synthetic_expressions/faces data (width-0.25 R(2+1)D-18, 8x64x64 clips).
 
 Departures from the paper's epochs, for CPU time: 5 folds run of the 10
 (``eval.run_folds``), 30 linear-probe epochs (cheap: the frozen encoder's

@@ -1,4 +1,5 @@
-"""ST-CLR on the built-in synthetic_expressions data: the CPU default
+"""ST-CLR on the built-in synthetic_expressions/faces data (face crops, as
+Oulu-CASIA's Cropped set): the CPU default
 (``make demo``). Same code path as the paper's config, small sizes: width
 0.25 R(2+1)D-18 (128-d feature), 8-frame 64x64 clips, Adam for a quick
 start, colour distortion strength 0.5. Variants as configs/stclr_oulu.py, plus ``:tiny=1`` (the tiny data

@@ -177,8 +177,9 @@ def train_linear(features, labels, num_classes: int, *, epochs: int,
   ``(W, b)``, so they apply to the raw features: still one linear layer on
   the frozen encoder, but well conditioned. Pooled ReLU features sit on a
   large offset with a small spread (a random width-0.25 encoder on the
-  synthetic data: mean 0.58, std 0.09 per dimension), where Adam at 1e-4
-  barely moves the training loss off ln C in 30 epochs.
+  synthetic data: mean 0.58, std 0.09 per dimension), where Adam barely
+  moves the training loss off ln C (tests/evaluate_test.py: 10 epochs at
+  1e-3 stay above 0.9 ln 6, against 100% training accuracy standardised).
   """
   features = np.asarray(features, np.float32)
   n, d = features.shape
