@@ -75,9 +75,10 @@ def test_eval_config_loads_and_builds(path, arg):
   assert models.count_params(model.head) == 6 * (model.encoder.features + 1)
   if arg:
     assert c.model.encoder == "mc3_18" and c.eval.label_fraction == 0.25
-    assert c.eval.linear_only
+    assert c.eval.linear_only and c.eval.linear_standardize
   else:
     assert c.eval.label_fraction == 1.0 and not c.eval.linear_only
+    assert not c.eval.linear_standardize  # the layer is handed to fine-tuning
 
 
 def test_paper_finetune_values():

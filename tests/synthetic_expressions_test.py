@@ -204,3 +204,5 @@ def test_people_makes_subjects_recordings_of_the_same_person():
   np.testing.assert_array_equal(n[3], n[1])
   np.testing.assert_array_equal(n[4], n[2])
   assert np.abs(n[1].astype(int) - n[2]).mean() > 10
+  with pytest.raises(ValueError, match="people must be >= 0"):
+    se.generate_video(1, "fear", dataclasses.replace(TINY, people=-1))

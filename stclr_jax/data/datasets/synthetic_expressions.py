@@ -266,6 +266,10 @@ def generate_video(subject_id: int, expression: Union[int, str],
   config = config or CONFIGS["default"]
   e = _expression_index(expression)
   people = getattr(config, "people", 0)
+  if people < 0:
+    raise ValueError(f"synthetic_expressions config {config.name!r}: people "
+                     f"must be >= 0 (0 = one person per subject), got "
+                     f"{people}")
   person = (subject_id - 1) % people + 1 if people > 0 else subject_id
   subject = make_subject(person, config.seed,
                          getattr(config, "framing", "portrait"))
