@@ -3,15 +3,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-HASH := $(shell cat setup.py Makefile | cksum | cut -d' ' -f1)
+HASH := $(shell cat setup.py pyproject.toml Makefile | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(HASH)
 TORCH_STAMP := $(VENV)/.torch-$(HASH)
 PYTEST_ARGS ?= -n 2
 WORKDIR ?= workdirs/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test lint format install clean
 
-$(STAMP): setup.py Makefile
+$(STAMP): setup.py pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -29,11 +29,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m stclr_jax.demo --workdir=$(WORKDIR)
 
+# The linter and the formatter's check (ruff, configured in pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
 # pytest exits 5 when it collects no test: that is a broken suite, not a pass.
-test: $(TORCH_STAMP)
+test: $(TORCH_STAMP) lint
 	@$(PY) -m pytest $(PYTEST_ARGS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests" >&2; fi; \
 	exit $$rc
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info build dist

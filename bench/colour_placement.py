@@ -19,6 +19,7 @@ frees host time.
 
   python bench/colour_placement.py [--batch 16 --clip_len 8 --size 64]
 """
+
 import argparse
 import time
 
@@ -57,9 +58,12 @@ def main():
   @tf.function
   def tf_colour(x, seed):
     seeds = tf.random.experimental.stateless_split(seed, shape[0])
-    return tf.map_fn(lambda a: augment.color_distort(a[0], a[1]),
-                     (x, seeds), fn_output_signature=tf.float32,
-                     parallel_iterations=8)
+    return tf.map_fn(
+      lambda a: augment.color_distort(a[0], a[1]),
+      (x, seeds),
+      fn_output_signature=tf.float32,
+      parallel_iterations=8,
+    )
 
   x_tf = tf.constant(clips)
   seed = tf.constant([0, 1], tf.int64)
@@ -73,8 +77,9 @@ def main():
     out = pix.random_hue(k[3], out, 0.2 * s)
     apply = jax.random.uniform(k[4]) < 0.8
     out = jnp.where(apply, jnp.clip(out, 0, 1), clip)
-    gray = jnp.broadcast_to(pix.rgb_to_grayscale(out, keep_dims=True),
-                            out.shape)
+    gray = jnp.broadcast_to(
+      pix.rgb_to_grayscale(out, keep_dims=True), out.shape
+    )
     return jnp.where(jax.random.uniform(k[5]) < 0.2, gray, out)
 
   @jax.jit
@@ -83,33 +88,44 @@ def main():
 
   x_dev = jax.device_put(clips)
   key = jax.random.key(0)
-  t_pix = _median_time(lambda: pix_colour(x_dev, key).block_until_ready(),
-                       args.repeats)
-  print(f"device: {jax.devices()[0].device_kind}; batch {args.batch} videos "
-        f"x 2 views x {args.clip_len}x{args.size}^2, median of "
-        f"{args.repeats}")
-  print(f"colour in tf.data (host):   {1e3 * t_tf:8.1f} ms/batch  "
-        f"({shape[0] / t_tf:8.1f} clips/s)")
-  print(f"colour with dm-pix (device): {1e3 * t_pix:8.1f} ms/batch  "
-        f"({shape[0] / t_pix:8.1f} clips/s)")
+  t_pix = _median_time(
+    lambda: pix_colour(x_dev, key).block_until_ready(), args.repeats
+  )
+  print(
+    f"device: {jax.devices()[0].device_kind}; batch {args.batch} videos "
+    f"x 2 views x {args.clip_len}x{args.size}^2, median of "
+    f"{args.repeats}"
+  )
+  print(
+    f"colour in tf.data (host):   {1e3 * t_tf:8.1f} ms/batch  "
+    f"({shape[0] / t_tf:8.1f} clips/s)"
+  )
+  print(
+    f"colour with dm-pix (device): {1e3 * t_pix:8.1f} ms/batch  "
+    f"({shape[0] / t_pix:8.1f} clips/s)"
+  )
   print(f"ratio tf.data / dm-pix time: {t_tf / t_pix:.2f}")
   if args.with_model:
     from flax import nnx
+
     from stclr_jax import models
+
     enc = models.make_encoder("r2plus1d_18", width=0.25, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(enc)
 
     @jax.jit
     def fwd_bwd(state, x):
-      return jax.grad(lambda s: jnp.sum(nnx.merge(graphdef, s)(x) ** 2))(
-          state)
+      return jax.grad(lambda s: jnp.sum(nnx.merge(graphdef, s)(x) ** 2))(state)
 
     t_model = _median_time(
-        lambda: jax.block_until_ready(fwd_bwd(state, x_dev)),
-        max(3, args.repeats // 3))
-    print(f"model forward+backward:     {1e3 * t_model:8.1f} ms/batch; "
-          f"colour is {100 * t_tf / t_model:.1f}% (tf.data) or "
-          f"{100 * t_pix / t_model:.1f}% (dm-pix) of it")
+      lambda: jax.block_until_ready(fwd_bwd(state, x_dev)),
+      max(3, args.repeats // 3),
+    )
+    print(
+      f"model forward+backward:     {1e3 * t_model:8.1f} ms/batch; "
+      f"colour is {100 * t_tf / t_model:.1f}% (tf.data) or "
+      f"{100 * t_pix / t_model:.1f}% (dm-pix) of it"
+    )
 
 
 if __name__ == "__main__":

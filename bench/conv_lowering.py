@@ -8,6 +8,7 @@ speed-up over ``conv3d``. Usage:
 
   python bench/conv_lowering.py [--batch 2 --frames 8 --size 112 --repeats 5]
 """
+
 import argparse
 import time
 
@@ -20,8 +21,9 @@ from stclr_jax import models
 
 
 def time_step(lowering, x, repeats):
-  enc = models.make_encoder("r2plus1d_18", conv_lowering=lowering,
-                            rngs=nnx.Rngs(0))
+  enc = models.make_encoder(
+    "r2plus1d_18", conv_lowering=lowering, rngs=nnx.Rngs(0)
+  )
   step = nnx.jit(nnx.grad(lambda m, v: jnp.sum(jnp.square(m(v)))))
   t0 = time.perf_counter()
   jax.block_until_ready(step(enc, x))
@@ -42,17 +44,21 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--lowerings", default="matmul,spatial2d,conv3d")
   a = p.parse_args()
-  x = jax.random.uniform(jax.random.key(0),
-                         (a.batch, a.frames, a.size, a.size, 3))
-  print(f"jax {jax.__version__}, {jax.devices()[0].platform}, "
-        f"input {x.shape}, median of {a.repeats}")
+  x = jax.random.uniform(
+    jax.random.key(0), (a.batch, a.frames, a.size, a.size, 3)
+  )
+  print(
+    f"jax {jax.__version__}, {jax.devices()[0].platform}, "
+    f"input {x.shape}, median of {a.repeats}"
+  )
   res = {low: time_step(low, x, a.repeats) for low in a.lowerings.split(",")}
   for low, (c, t) in res.items():
     print(f"  {low:9s} compile {c:6.1f}s  step {t:6.2f}s")
   if "conv3d" in res:
     for low in res:
-      print(f"speed-up {low} over conv3d: "
-            f"{res['conv3d'][1] / res[low][1]:.2f}x")
+      print(
+        f"speed-up {low} over conv3d: {res['conv3d'][1] / res[low][1]:.2f}x"
+      )
 
 
 if __name__ == "__main__":

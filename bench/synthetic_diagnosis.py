@@ -17,6 +17,7 @@ the last frame alone), and/or ``embeddings.npz`` files written by
   python bench/synthetic_diagnosis.py --data=default,faces \\
       --embeddings=workdirs/protocol/eval_stclr/embeddings.npz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def ridge_predict(train_x, train_y, test_x, num_classes, lam):
   a = (train_x - mean) / std
   b = (test_x - mean) / std
   y = np.eye(num_classes)[train_y]
-  alpha = np.linalg.solve(a @ a.T + lam * len(a) * np.eye(len(a)),
-                          y - y.mean(0))
+  alpha = np.linalg.solve(
+    a @ a.T + lam * len(a) * np.eye(len(a)), y - y.mean(0)
+  )
   return (b @ (a.T @ alpha)).argmax(1)
 
 
@@ -68,51 +70,71 @@ def pixel_features(data: str, data_dir: str, px: int):
   import tensorflow_datasets as tfds
 
   from stclr_jax.data import datasets  # noqa: F401  (registers builders)
-  ds = tfds.load(f"synthetic_expressions/{data}", split="train",
-                 data_dir=data_dir or None)
+
+  ds = tfds.load(
+    f"synthetic_expressions/{data}", split="train", data_dir=data_dir or None
+  )
   diff, apex, labels, subjects = [], [], [], []
   for ex in tfds.as_numpy(ds):
     grey = ex["video"].astype(np.float32).mean(-1) / 255
     k = grey.shape[1] // px
-    pool = lambda f: f[:k * px, :k * px].reshape(px, k, px, k).mean((1, 3))  # noqa: E731
+    pool = lambda f, k=k: (
+      f[: k * px, : k * px].reshape(px, k, px, k).mean((1, 3))
+    )
     diff.append((pool(grey[-1]) - pool(grey[0])).ravel())
     apex.append(pool(grey[-1]).ravel())
     labels.append(ex["label"])
     subjects.append(ex["subject_id"])
-  return (np.stack(diff), np.stack(apex), np.array(labels),
-          np.array(subjects))
+  return (np.stack(diff), np.stack(apex), np.array(labels), np.array(subjects))
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--data", default="default,faces",
-                 help="synthetic_expressions configs for the pixel probes")
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+  )
+  p.add_argument(
+    "--data",
+    default="default,faces",
+    help="synthetic_expressions configs for the pixel probes",
+  )
   p.add_argument("--data_dir", default="")
   p.add_argument("--pixels", type=int, default=16)
-  p.add_argument("--embeddings", default="",
-                 help="comma-separated embeddings.npz files")
-  p.add_argument("--lam", type=float, default=1.0,
-                 help="ridge strength (pixels); embeddings use 0.01")
+  p.add_argument(
+    "--embeddings", default="", help="comma-separated embeddings.npz files"
+  )
+  p.add_argument(
+    "--lam",
+    type=float,
+    default=1.0,
+    help="ridge strength (pixels); embeddings use 0.01",
+  )
   args = p.parse_args(argv)
-  print("| input | expression, 10 folds by subject | subject id, "
-        "leave one expression out |")
+  print(
+    "| input | expression, 10 folds by subject | subject id, "
+    "leave one expression out |"
+  )
   print("| --- | --- | --- |")
   for data in filter(None, args.data.split(",")):
-    diff, apex, labels, subjects = pixel_features(data, args.data_dir,
-                                                  args.pixels)
+    diff, apex, labels, subjects = pixel_features(
+      data, args.data_dir, args.pixels
+    )
     for name, x in (("apex - neutral", diff), ("apex", apex)):
       m, s = expression_accuracy(x, labels, subjects, args.lam)
       ident = identity_accuracy(x, labels, subjects, args.lam)
-      print(f"| {data}: pixels, {name}, {args.pixels}x{args.pixels} grey | "
-            f"{m:.1f} ± {s:.1f}% | {ident:.1f}% |", flush=True)
+      print(
+        f"| {data}: pixels, {name}, {args.pixels}x{args.pixels} grey | "
+        f"{m:.1f} ± {s:.1f}% | {ident:.1f}% |",
+        flush=True,
+      )
   for path in filter(None, args.embeddings.split(",")):
     d = np.load(path)
     x, labels, subjects = d["features"], d["labels"], d["subjects"]
     m, s = expression_accuracy(x, labels, subjects, 0.01)
     ident = identity_accuracy(x, labels, subjects, 0.01)
-    print(f"| {path} ({x.shape[1]}-d) | {m:.1f} ± {s:.1f}% | {ident:.1f}% |",
-          flush=True)
+    print(
+      f"| {path} ({x.shape[1]}-d) | {m:.1f} ± {s:.1f}% | {ident:.1f}% |",
+      flush=True,
+    )
   print("chance: expression 16.7%; subject id 1/subjects")
 
 

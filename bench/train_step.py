@@ -5,11 +5,10 @@ pass over the ``2 * batch`` interleaved clips, global BatchNorm), the
 projection head (512 -> 512 -> 128), NT-Xent (temperature 0.1) and an SGD
 update (momentum 0.9, weight decay 1e-4 added to the gradient, as PyTorch).
 
-* JAX: the library's own step, ``stclr_jax.train.make_train_step`` (a
+* JAX: the library's own step, ``stclr_jax.train_step.make_train_step`` (a
   ``jax.jit`` over split NNX state, donated, NT-Xent in ``shard_map`` on a
-  one-device mesh). Where ``stclr_jax.train`` does not import (it needs
-  ml_collections and orbax, which the GPU image lacks), a copy of its body
-  with the single-device loss is used; the script says which.
+  one-device mesh). The module is TensorFlow- and ml-collections-free, so
+  the same step runs on the GPU image.
 * PyTorch: torchvision's ``r2plus1d_18`` (``fc`` removed; its parameter
   count is checked: 31,300,125) + the same head, loss and SGD step. On GPU:
   AMP bf16 autocast (for ``bf16``), channels_last_3d, cudnn.benchmark and,
@@ -35,10 +34,10 @@ training step) is printed beside it.
   # GPU, one command (defaults: 16x112 and 16x224, bf16 and fp32):
   python bench/train_step.py --torch_compile
 """
+
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -54,70 +53,51 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from stclr_jax import losses as losses_lib  # noqa: E402
+from stclr_jax import mesh as mesh_lib  # noqa: E402
 from stclr_jax import models  # noqa: E402
+from stclr_jax import train_step as train_step_lib  # noqa: E402
 
 TEMPERATURE = 0.1
 LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 1e-4
-TV_GMAC_PER_CLIP = 40.5          # torchvision r2plus1d_18, 16x112x112
+TV_GMAC_PER_CLIP = 40.5  # torchvision r2plus1d_18, 16x112x112
 ENCODER_PARAMS = 31_300_125
 
 
 # ----------------------------------------------------------------- JAX side
-def _local_train_step(state, batch, *, graphdef, tx):
-  """Same body as stclr_jax.train.train_step, single-device NT-Xent."""
-
-  def loss_of(params):
-    batch_stats = jax.tree.map(lambda x: x, state["batch_stats"])
-    model = nnx.merge(graphdef, params, batch_stats)
-    z_a, z_b = model.embed_views(batch["view_a"], batch["view_b"])
-    loss, metrics = losses_lib.nt_xent_with_metrics(z_a, z_b, TEMPERATURE)
-    return loss, (metrics, nnx.state(model, nnx.BatchStat))
-
-  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
-      loss_of, has_aux=True)(state["params"])
-  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-  params = optax.apply_updates(state["params"], updates)
-  return ({"params": params, "batch_stats": batch_stats,
-           "opt_state": opt_state, "step": state["step"] + 1},
-          {"loss": loss, **metrics})
-
-
-def build_jax(batch, frames, size, dtype, width=1.0, devices=None,
-              lowering="auto"):
+def build_jax(
+  batch, frames, size, dtype, width=1.0, devices=None, lowering="auto"
+):
   """Returns (compiled step, state, batch, info dict); the batch is sharded
   over ``devices`` (default: the first device)."""
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
   compute = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype]
   rngs = nnx.Rngs(0)
-  encoder = models.make_encoder("r2plus1d_18", width=width, dtype=compute,
-                                conv_lowering=lowering, rngs=rngs)
+  encoder = models.make_encoder(
+    "r2plus1d_18", width=width, dtype=compute, conv_lowering=lowering, rngs=rngs
+  )
   model = models.ContrastiveModel(encoder, proj_dim=128, rngs=rngs)
-  tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
-                   optax.sgd(LR, momentum=MOMENTUM))
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  mesh = Mesh(np.asarray(devices if devices is not None
-                         else jax.devices()[:1]), ("data",))
-  state = {"params": params, "batch_stats": batch_stats,
-           "opt_state": tx.init(params), "step": jnp.int32(0)}
-  state = jax.device_put(state, NamedSharding(mesh, P()))
+  tx = optax.chain(
+    optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LR, momentum=MOMENTUM)
+  )
+  mesh = mesh_lib.make_mesh(
+    devices if devices is not None else jax.devices()[:1]
+  )
+  graphdef, state = train_step_lib.init_state(model, tx, mesh)
   key_a, key_b = jax.random.split(jax.random.key(1))
   shape = (batch, frames, size, size, 3)
-  data = {"view_a": jax.random.uniform(key_a, shape),
-          "view_b": jax.random.uniform(key_b, shape)}
-  data = jax.device_put(data, NamedSharding(mesh, P("data")))
-  try:
-    from stclr_jax import train as train_lib
-    cfg = types.SimpleNamespace(
-        loss=types.SimpleNamespace(temperature=TEMPERATURE),
-        data=types.SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
-    step = train_lib.make_train_step(cfg, mesh, graphdef, tx,
-                                     optax.constant_schedule(LR), state)
-    which = "stclr_jax.train.make_train_step"
-  except ImportError as e:
-    step = jax.jit(functools.partial(_local_train_step, graphdef=graphdef,
-                                     tx=tx), donate_argnums=(0,))
-    which = f"local copy of train_step (stclr_jax.train: {e})"
+  data = {
+    "view_a": jax.random.uniform(key_a, shape),
+    "view_b": jax.random.uniform(key_b, shape),
+  }
+  data = jax.device_put(data, mesh_lib.batch_sharded(mesh))
+  step = train_step_lib.make_train_step(
+    mesh,
+    graphdef,
+    tx,
+    optax.constant_schedule(LR),
+    state,
+    temperature=TEMPERATURE,
+  )
+  which = "stclr_jax.train_step.make_train_step"
   t0 = time.perf_counter()
   compiled = step.lower(state, data).compile()
   compile_s = time.perf_counter() - t0
@@ -128,8 +108,12 @@ def build_jax(batch, frames, size, dtype, width=1.0, devices=None,
   info["flops"] = float((cost or {}).get("flops", float("nan")))
   mem = compiled.memory_analysis()
   if mem is not None:
-    info["xla_bytes"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                         + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    info["xla_bytes"] = (
+      mem.argument_size_in_bytes
+      + mem.output_size_in_bytes
+      + mem.temp_size_in_bytes
+      - mem.alias_size_in_bytes
+    )
   return compiled, state, data, info
 
 
@@ -145,6 +129,7 @@ def import_torchvision_video():
   (its compiled ops); the video models need none of them, so that module is
   stubbed only when the plain import fails."""
   import torch
+
   try:
     from torchvision.models import video
   except (ImportError, RuntimeError):
@@ -161,7 +146,8 @@ def torch_nt_xent(torch, z_a, z_b):
   n = z_a.shape[0]
   logits = z @ z.t() / TEMPERATURE
   logits = logits.masked_fill(
-      torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf")
+  )
   target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
   return torch.nn.functional.cross_entropy(logits, target)
 
@@ -180,12 +166,14 @@ def build_torch(batch, frames, size, dtype, compile_model):
   n_params = sum(p.numel() for p in enc.parameters())
   if n_params != ENCODER_PARAMS:
     raise AssertionError(f"r2plus1d_18 without fc has {n_params} parameters")
-  model = torch.nn.Sequential(enc, torch.nn.Linear(512, 512), torch.nn.ReLU(),
-                              torch.nn.Linear(512, 128)).to(dev)
+  model = torch.nn.Sequential(
+    enc, torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 128)
+  ).to(dev)
   mem_fmt = torch.channels_last_3d if gpu else torch.contiguous_format
   model = model.to(memory_format=mem_fmt)
-  opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
-                        weight_decay=WEIGHT_DECAY)
+  opt = torch.optim.SGD(
+    model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+  )
   g = torch.Generator(device=dev).manual_seed(1)
   shape = (batch, 3, frames, size, size)
   va = torch.rand(shape, generator=g, device=dev)
@@ -213,8 +201,12 @@ def build_torch(batch, frames, size, dtype, compile_model):
   t0 = time.perf_counter()
   step()
   sync()
-  info = {"compile_s": time.perf_counter() - t0, "device": dev,
-          "threads": torch.get_num_threads(), "version": torch.__version__}
+  info = {
+    "compile_s": time.perf_counter() - t0,
+    "device": dev,
+    "threads": torch.get_num_threads(),
+    "version": torch.__version__,
+  }
   return step, sync, info, torch
 
 
@@ -231,8 +223,10 @@ def cpu_peak_flops():
         flags = line
   per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 16
   ghz = (max(mhz) if mhz else 2000.0) / 1000
-  return (cores * ghz * per_cycle * 1e9,
-          f"{cores} cores x {ghz:.2f} GHz x {per_cycle} fp32 FLOP/cycle")
+  return (
+    cores * ghz * per_cycle * 1e9,
+    f"{cores} cores x {ghz:.2f} GHz x {per_cycle} fp32 FLOP/cycle",
+  )
 
 
 def device_peak_flops(dtype, override):
@@ -253,10 +247,14 @@ class _JaxRunner:
 
   def __init__(self, a, batch, frames, size, dtype, lowering):
     self.step, self.state, self.data, self.info = build_jax(
-        batch, frames, size, dtype, width=a.width, lowering=lowering)
-    print(f"jax {jax.__version__} {jax.devices()[0].device_kind}: "
-          f"{self.info['which']}, lowering {lowering!r}; compile "
-          f"{self.info['compile_s']:.1f} s", flush=True)
+      batch, frames, size, dtype, width=a.width, lowering=lowering
+    )
+    print(
+      f"jax {jax.__version__} {jax.devices()[0].device_kind}: "
+      f"{self.info['which']}, lowering {lowering!r}; compile "
+      f"{self.info['compile_s']:.1f} s",
+      flush=True,
+    )
 
   def __call__(self):
     self.state, metrics = self.step(self.state, self.data)
@@ -265,22 +263,30 @@ class _JaxRunner:
 
 def run_config(a, batch, frames, size, dtype):
   """Builds every runner, warms up, times them interleaved; prints."""
-  print(f"\n== batch {batch} videos ({2 * batch} clips), {frames}x{size}x"
-        f"{size}, {dtype}", flush=True)
+  print(
+    f"\n== batch {batch} videos ({2 * batch} clips), {frames}x{size}x"
+    f"{size}, {dtype}",
+    flush=True,
+  )
   runners = {}
   if a.framework in ("both", "jax"):
     for low in a.lowering.split(","):
       runners[f"jax:{low}"] = _JaxRunner(a, batch, frames, size, dtype, low)
   if a.framework in ("both", "torch"):
-    tstep, tsync, tinfo, _ = build_torch(batch, frames, size, dtype,
-                                         a.torch_compile)
-    print(f"torch {tinfo['version']} on {tinfo['device']} "
-          f"({tinfo['threads']} threads): first step {tinfo['compile_s']:.1f}"
-          f" s{' (torch.compile)' if a.torch_compile else ''}", flush=True)
+    tstep, tsync, tinfo, _ = build_torch(
+      batch, frames, size, dtype, a.torch_compile
+    )
+    print(
+      f"torch {tinfo['version']} on {tinfo['device']} "
+      f"({tinfo['threads']} threads): first step {tinfo['compile_s']:.1f}"
+      f" s{' (torch.compile)' if a.torch_compile else ''}",
+      flush=True,
+    )
 
     def torch_once():
       tstep()
       tsync()
+
     runners["torch"] = torch_once
   for _ in range(a.warmup):
     for fn in runners.values():
@@ -289,7 +295,7 @@ def run_config(a, batch, frames, size, dtype):
   for r in range(a.repeats):
     order = list(runners.items())
     if r % 2:
-      order.reverse()        # alternate who goes first
+      order.reverse()  # alternate who goes first
     for k, fn in order:
       t0 = time.perf_counter()
       fn()
@@ -299,39 +305,59 @@ def run_config(a, batch, frames, size, dtype):
   for k, ts in times.items():
     med = float(np.median(ts))
     res[k] = clips / med
-    line = (f"  {k:14s} median {med:7.3f} s/step {clips / med:8.2f} clips/s"
-            f"  (steps: {', '.join(f'{t:.2f}' for t in ts)})")
+    line = (
+      f"  {k:14s} median {med:7.3f} s/step {clips / med:8.2f} clips/s"
+      f"  (steps: {', '.join(f'{t:.2f}' for t in ts)})"
+    )
     if k.startswith("jax"):
       info = runners[k].info
       peak, how = device_peak_flops(dtype, a.peak_tflops)
       flops = info["flops"]
-      analytic = 3 * 2 * TV_GMAC_PER_CLIP * 1e9 * clips * (
-          frames / 16) * (size / 112) ** 2
-      line += (f"\n        XLA cost analysis {flops / 1e9:.0f} GFLOP/step "
-               f"(analytic {analytic / 1e9:.0f}); MFU "
-               f"{100 * flops / med / peak:.2f}% of {how}")
+      analytic = (
+        3
+        * 2
+        * TV_GMAC_PER_CLIP
+        * 1e9
+        * clips
+        * (frames / 16)
+        * (size / 112) ** 2
+      )
+      line += (
+        f"\n        XLA cost analysis {flops / 1e9:.0f} GFLOP/step "
+        f"(analytic {analytic / 1e9:.0f}); MFU "
+        f"{100 * flops / med / peak:.2f}% of {how}"
+      )
       mem = info.get("xla_bytes")
-      line += (f"\n        memory: XLA buffers {mem / 2**30:.2f} GiB"
-               if mem is not None else "\n        memory: n/a")
+      line += (
+        f"\n        memory: XLA buffers {mem / 2**30:.2f} GiB"
+        if mem is not None
+        else "\n        memory: n/a"
+      )
       dev_peak = jax_device_peak_bytes()
       if dev_peak:
         line += f", device peak (process) {dev_peak / 2**30:.2f} GiB"
     elif _torch_cuda():
       import torch
-      line += (f"\n        memory: peak allocated "
-               f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+      line += (
+        f"\n        memory: peak allocated "
+        f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+      )
     print(line, flush=True)
   if "torch" in res:
     for k in res:
       if k != "torch":
-        print(f"  ratio {k} / torch (clips/s): {res[k] / res['torch']:.2f}",
-              flush=True)
+        print(
+          f"  ratio {k} / torch (clips/s): {res[k] / res['torch']:.2f}",
+          flush=True,
+        )
   return res
 
 
 def _torch_cuda():
   try:
     import torch
+
     return torch.cuda.is_available()
   except ImportError:
     return False
@@ -339,21 +365,33 @@ def _torch_cuda():
 
 def main():
   p = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   gpu = jax.devices()[0].platform != "cpu"
-  p.add_argument("--batch", default="32,8" if gpu else "2",
-                 help="videos per step, one value or one per size")
+  p.add_argument(
+    "--batch",
+    default="32,8" if gpu else "2",
+    help="videos per step, one value or one per size",
+  )
   p.add_argument("--frames", type=int, default=16)
-  p.add_argument("--width", type=float, default=1.0,
-                 help="channel multiplier (JAX only unless 1.0)")
+  p.add_argument(
+    "--width",
+    type=float,
+    default=1.0,
+    help="channel multiplier (JAX only unless 1.0)",
+  )
   p.add_argument("--sizes", default="112,224" if gpu else "112")
   p.add_argument("--dtypes", default="bf16,fp32" if gpu else "fp32")
   p.add_argument("--repeats", type=int, default=10 if gpu else 5)
   p.add_argument("--warmup", type=int, default=3 if gpu else 1)
-  p.add_argument("--framework", choices=("both", "jax", "torch"),
-                 default="both")
-  p.add_argument("--lowering", default="auto",
-                 help="VideoConv lowering: auto | matmul | spatial2d | conv3d")
+  p.add_argument(
+    "--framework", choices=("both", "jax", "torch"), default="both"
+  )
+  p.add_argument(
+    "--lowering",
+    default="auto",
+    help="VideoConv lowering: auto | matmul | spatial2d | conv3d",
+  )
   p.add_argument("--torch_compile", action="store_true")
   p.add_argument("--peak_tflops", type=float, default=0.0)
   a = p.parse_args()
@@ -364,8 +402,10 @@ def main():
   batches = [int(b) for b in a.batch.split(",")]
   if len(batches) == 1:
     batches *= len(sizes)
-  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-        f"{len(os.sched_getaffinity(0))} CPU cores; median of {a.repeats}")
+  print(
+    f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+    f"{len(os.sched_getaffinity(0))} CPU cores; median of {a.repeats}"
+  )
   for size, batch in zip(sizes, batches):
     for dtype in a.dtypes.split(","):
       try:

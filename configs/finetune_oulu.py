@@ -15,6 +15,7 @@ data sections must match the pretraining run's.
 Variants: ``:labels=75|50|25|10`` (Table VI), ``:encoder=r3d_18|mc3_18``,
 ``:linear_only=1``, ``:init=kinetics400`` (comma-separated to combine).
 """
+
 from stclr_jax import configlib
 
 

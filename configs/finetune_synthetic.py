@@ -14,6 +14,7 @@ learning rate of 1e-3.
 Variants as configs/finetune_oulu.py, plus ``:tiny=1`` (tiny data, 2 folds,
 a few epochs: for tests).
 """
+
 from stclr_jax import configlib
 
 
@@ -30,4 +31,5 @@ def get_config(arg=None):
     c.eval.linear_epochs = 3
     c.eval.finetune_epochs = 2
   return configlib.apply_finetune_variants(
-      c, ",".join(f"{k}={v}" for k, v in variants.items()))
+    c, ",".join(f"{k}={v}" for k, v in variants.items())
+  )

@@ -10,11 +10,12 @@ no_flip``, ``:epochs=100|500`` (comma-separated to combine).
   python -m stclr_jax.main --config=configs/stclr_oulu.py:aug=no_temporal \
       --config.data.manual_dir=/data/Oulu-CASIA --workdir=/ckpt/run1
 """
+
 from stclr_jax import configlib
 
 
 def get_config(arg=None):
   c = configlib.base_config()
   c.data.name = "oulu_casia/vis_strong"
-  c.data.cache_frame_size = 256     # Oulu-CASIA fits in memory at this size
+  c.data.cache_frame_size = 256  # Oulu-CASIA fits in memory at this size
   return configlib.apply_variants(c, arg)

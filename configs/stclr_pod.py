@@ -7,6 +7,7 @@ Variants as configs/stclr_oulu.py, plus ``batch=<global batch>``.
 
   python -m stclr_jax.main --config=configs/stclr_pod.py:batch=1024 ...
 """
+
 from stclr_jax import configlib
 
 
@@ -26,4 +27,5 @@ def get_config(arg=None):
   c.optim.warmup_epochs = 10
   c.log_every_steps = 10
   return configlib.apply_variants(
-      c, ",".join(f"{k}={v}" for k, v in variants.items()))
+    c, ",".join(f"{k}={v}" for k, v in variants.items())
+  )

@@ -2,8 +2,9 @@
 Oulu-CASIA's Cropped set): the CPU default
 (``make demo``). Same code path as the paper's config, small sizes: width
 0.25 R(2+1)D-18 (128-d feature), 8-frame 64x64 clips, Adam for a quick
-start, colour distortion strength 0.5. Variants as configs/stclr_oulu.py, plus ``:tiny=1`` (the tiny data
-set and 2 steps, for tests)."""
+start, colour distortion strength 0.5. Variants as configs/stclr_oulu.py,
+plus ``:tiny=1`` (the tiny data set and 2 steps, for tests)."""
+
 from stclr_jax import configlib
 
 
@@ -26,4 +27,5 @@ def get_config(arg=None):
     c.num_steps = 2
     c.log_every_steps = 1
   return configlib.apply_variants(
-      c, ",".join(f"{k}={v}" for k, v in variants.items()))
+    c, ",".join(f"{k}={v}" for k, v in variants.items())
+  )

@@ -5,6 +5,7 @@ the colon in ``--config=configs/<file>.py:<arg>``, a comma-separated list of
 ``key=value`` variants, e.g. ``encoder=r3d_18,aug=no_temporal,epochs=100``.
 ``batch_size`` is always the *global* batch (all devices of all hosts).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -19,35 +20,35 @@ def base_config() -> ml_collections.ConfigDict:
   the paper gives them."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.batch_size = 32                 # global; not in the paper (see README)
-  c.num_epochs = 1000               # paper: 1000 SSL epochs
-  c.num_steps = -1                  # > 0 overrides num_epochs
+  c.batch_size = 32  # global; not in the paper (see README)
+  c.num_epochs = 1000  # paper: 1000 SSL epochs
+  c.num_steps = -1  # > 0 overrides num_epochs
   c.log_every_steps = 20
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.profile = False
-  c.init_from = ""                  # converted checkpoint dir (Kinetics-400)
+  c.init_from = ""  # converted checkpoint dir (Kinetics-400)
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "r2plus1d_18"
   c.model.width = 1.0
-  c.model.dtype = "float32"         # compute dtype; params stay float32
-  c.model.bn_per_device = False     # False: global (synchronised) BatchNorm
-  c.model.proj_hidden = 0           # 0: the encoder's feature width
+  c.model.dtype = "float32"  # compute dtype; params stay float32
+  c.model.bn_per_device = False  # False: global (synchronised) BatchNorm
+  c.model.proj_hidden = 0  # 0: the encoder's feature width
   c.model.proj_dim = 128
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "oulu_casia/vis_strong"
-  c.data.data_dir = ""              # TFDS data_dir ("" = TFDS default)
-  c.data.manual_dir = ""            # Oulu-CASIA's folder
-  c.data.csv_path = ""              # for name="video_folder"
+  c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
+  c.data.manual_dir = ""  # Oulu-CASIA's folder
+  c.data.csv_path = ""  # for name="video_folder"
   c.data.split = "train"
   c.data.clip_len = 16
   c.data.size = 224
-  c.data.num_shards = 0             # logical input shards; 0 = processes
+  c.data.num_shards = 0  # logical input shards; 0 = processes
   c.data.cache = True
-  c.data.cache_frame_size = 0       # 0: cache frames at stored size
-  c.data.mean = (0.0, 0.0, 0.0)     # input normalisation, on [0, 1] frames
+  c.data.cache_frame_size = 0  # 0: cache frames at stored size
+  c.data.mean = (0.0, 0.0, 0.0)  # input normalisation, on [0, 1] frames
   c.data.std = (1.0, 1.0, 1.0)
 
   c.aug = ml_collections.ConfigDict()
@@ -62,16 +63,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.aug.grayscale_prob = 0.2
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.temperature = 0.1          # not in the paper (see README)
+  c.loss.temperature = 0.1  # not in the paper (see README)
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "sgd"              # "sgd" | "lars" | "adam"
-  c.optim.learning_rate = 1e-3      # paper: 1e-3
-  c.optim.momentum = 0.9            # paper: 0.9
-  c.optim.weight_decay = 1e-4       # paper: 1e-4
-  c.optim.schedule = "constant"     # "constant" | "cosine"
+  c.optim.name = "sgd"  # "sgd" | "lars" | "adam"
+  c.optim.learning_rate = 1e-3  # paper: 1e-3
+  c.optim.momentum = 0.9  # paper: 0.9
+  c.optim.weight_decay = 1e-4  # paper: 1e-4
+  c.optim.schedule = "constant"  # "constant" | "cosine"
   c.optim.warmup_epochs = 0.0
-  c.optim.grad_clip_norm = 0.0      # 0: no clipping
+  c.optim.grad_clip_norm = 0.0  # 0: no clipping
   return c
 
 
@@ -80,14 +81,21 @@ def synthetic_sizes(c: ml_collections.ConfigDict, tiny: bool = False):
   share them, so a checkpoint of one fits the other); ``tiny``: the tiny
   data set and model, for tests."""
   if tiny:
-    c.data.name, c.data.clip_len, c.data.size = "synthetic_expressions/tiny", 4, 32
+    c.data.name, c.data.clip_len, c.data.size = (
+      "synthetic_expressions/tiny",
+      4,
+      32,
+    )
     c.model.width, c.batch_size = 0.125, 8
   else:
     # Face crops (as Oulu-CASIA's Cropped set or `prepare` give): at 64 px
     # the portrait framing leaves the face features a few pixels wide
     # (BENCHMARKS.md, synthetic protocol).
     c.data.name, c.data.clip_len, c.data.size = (
-        "synthetic_expressions/faces", 8, 64)
+      "synthetic_expressions/faces",
+      8,
+      64,
+    )
     c.model.width = 0.25
   return c
 
@@ -103,8 +111,9 @@ def parse_arg(arg: str | None) -> dict[str, str]:
   return out
 
 
-def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
-                   extra: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+def apply_variants(
+  c: ml_collections.ConfigDict, arg: str | None, extra: tuple[str, ...] = ()
+) -> ml_collections.ConfigDict:
   """Applies the ablation variants ``encoder=``, ``aug=``, ``epochs=``."""
   known = ("encoder", "aug", "epochs", "init") + extra
   variants = parse_arg(arg)
@@ -121,7 +130,7 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
   if aug == "no_temporal":
     c.aug.temporal_modes = ""
   elif aug != "all":
-    setattr(c.aug, aug[len("no_"):], False)
+    setattr(c.aug, aug[len("no_") :], False)
   if "epochs" in variants:
     c.num_epochs = int(variants["epochs"])
   init = variants.get("init", "random")
@@ -129,6 +138,7 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None,
     # Weights from `python -m stclr_jax.convert.torchvision` (pass the
     # directory as --config.init_from); they expect Kinetics statistics.
     from stclr_jax.convert import torchvision as tv
+
     c.data.mean, c.data.std = tuple(tv.KINETICS_MEAN), tuple(tv.KINETICS_STD)
   elif init != "random":
     raise ValueError(f"init must be random or kinetics400, got {init!r}")
@@ -140,25 +150,33 @@ def finetune_config() -> ml_collections.ConfigDict:
   fine-tuning protocol (Sec. III-B, IV-A) under subject-independent k-fold
   cross-validation."""
   c = base_config()
-  for k in ("num_epochs", "num_steps", "log_every_steps",
-            "checkpoint_every_steps", "keep_checkpoints", "profile", "aug",
-            "loss", "optim"):
+  for k in (
+    "num_epochs",
+    "num_steps",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "profile",
+    "aug",
+    "loss",
+    "optim",
+  ):
     del c[k]
-  c.batch_size = 16                 # global; not in the paper
+  c.batch_size = 16  # global; not in the paper
   # A pretraining workdir (or its checkpoints/ folder), or a converted
   # Kinetics-400 checkpoint; "" = random initialisation (from scratch).
   c.init_from = ""
-  c.init_step = -1                  # pretraining step to restore; -1 = latest
+  c.init_step = -1  # pretraining step to restore; -1 = latest
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.num_folds = 10             # paper: 10-fold cross-validation
-  c.eval.fold_by = "subject"        # "subject" (independent) | "video"
-  c.eval.run_folds = ""             # e.g. "0,1,2"; "" = every fold
-  c.eval.label_fraction = 1.0       # Table VI: 0.75 / 0.5 / 0.25 / 0.1
-  c.eval.linear_epochs = 30         # paper: 30 epochs, encoder frozen
-  c.eval.finetune_epochs = 70       # paper: then 70 epochs, whole model
-  c.eval.linear_only = False        # linear probe only (no fine-tuning)
-  c.eval.learning_rate = 1e-4       # paper: Adam, 1e-4
+  c.eval.num_folds = 10  # paper: 10-fold cross-validation
+  c.eval.fold_by = "subject"  # "subject" (independent) | "video"
+  c.eval.run_folds = ""  # e.g. "0,1,2"; "" = every fold
+  c.eval.label_fraction = 1.0  # Table VI: 0.75 / 0.5 / 0.25 / 0.1
+  c.eval.linear_epochs = 30  # paper: 30 epochs, encoder frozen
+  c.eval.finetune_epochs = 70  # paper: then 70 epochs, whole model
+  c.eval.linear_only = False  # linear probe only (no fine-tuning)
+  c.eval.learning_rate = 1e-4  # paper: Adam, 1e-4
   c.eval.linear_learning_rate = 1e-4  # the linear-probe phase's (paper: same)
   # Train the linear layer on standardised features and fold the map into
   # its weights: the same linear model, better conditioned (not in the
@@ -166,9 +184,9 @@ def finetune_config() -> ml_collections.ConfigDict:
   # folded layer's large weights meet the shifted train-mode features (a
   # random encoder's first fine-tuning epoch: loss 677, BENCHMARKS.md).
   c.eval.linear_standardize = False
-  c.eval.plateau_patience = 3       # paper: reduce on plateau, patience 3
-  c.eval.plateau_factor = 0.1       # not in the paper (PyTorch's default)
-  c.eval.plateau_rtol = 1e-4        # PyTorch's default threshold
+  c.eval.plateau_patience = 3  # paper: reduce on plateau, patience 3
+  c.eval.plateau_factor = 0.1  # not in the paper (PyTorch's default)
+  c.eval.plateau_rtol = 1e-4  # PyTorch's default threshold
   # Fine-tuning clips: the uniform sampler (the whole neutral-to-apex
   # sequence) with random crop and flip; colour is left alone. Test clips:
   # the uniform sampler, whole frame.
@@ -180,8 +198,9 @@ def finetune_config() -> ml_collections.ConfigDict:
   return c
 
 
-def apply_finetune_variants(c: ml_collections.ConfigDict,
-                            arg: str | None) -> ml_collections.ConfigDict:
+def apply_finetune_variants(
+  c: ml_collections.ConfigDict, arg: str | None
+) -> ml_collections.ConfigDict:
   """``encoder=``, ``init=kinetics400``, ``labels=<percent>`` (Table VI),
   ``linear_only=1``."""
   variants = parse_arg(arg)
@@ -198,6 +217,7 @@ def apply_finetune_variants(c: ml_collections.ConfigDict,
     raise ValueError("linear_only must be 0 or 1")
   c.eval.linear_only = variants.get("linear_only", "0") == "1"
   c.eval.linear_standardize = c.eval.linear_only
-  rest = ",".join(f"{k}={variants[k]}" for k in ("encoder", "init")
-                  if k in variants)
+  rest = ",".join(
+    f"{k}={variants[k]}" for k in ("encoder", "init") if k in variants
+  )
   return apply_variants(c, rest)

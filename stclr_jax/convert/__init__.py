@@ -5,18 +5,28 @@
   as an Orbax checkpoint directory::
 
     python -m stclr_jax.convert.torchvision --arch=r2plus1d_18 \\
-        --src=r2plus1d_18-91a641e6.pth --out=/tmp/r2plus1d_18 [--with_classifier]
+        --src=r2plus1d_18-91a641e6.pth --out=/tmp/r2plus1d_18 \\
+        [--with_classifier]
 
 The names below are re-exported lazily, so that running the submodule with
 ``python -m`` does not import it twice.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = ("ConversionError", "Converted", "build_modules", "KINETICS_MEAN", "KINETICS_STD",
-            "load_converted", "load_state_dict", "save_converted",
-            "torchvision_to_nnx")
+_EXPORTS = (
+  "ConversionError",
+  "Converted",
+  "build_modules",
+  "KINETICS_MEAN",
+  "KINETICS_STD",
+  "load_converted",
+  "load_state_dict",
+  "save_converted",
+  "torchvision_to_nnx",
+)
 
 
 def __getattr__(name: str):

@@ -23,6 +23,7 @@ left out are BatchNorm's ``num_batches_tracked`` counters (our BatchNorm has a
 fixed momentum and no counter) and, without ``with_classifier``, ``fc.*``;
 they are reported in :attr:`Converted.ignored`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,8 @@ import json
 import os
 import pathlib
 import time
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +51,12 @@ FORMAT = "stclr_jax.convert.torchvision/1"
 METADATA_FILE = "metadata.json"
 STATE_DIR = "state"
 NUM_FEATURES = 512  # the encoders' pooled feature at width 1.0
-_BN_KEYS = (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"),
-            ("running_var", "var"))
+_BN_KEYS = (
+  ("weight", "scale"),
+  ("bias", "bias"),
+  ("running_mean", "mean"),
+  ("running_var", "var"),
+)
 _MAX_LISTED = 30
 Path = tuple[Any, ...]
 
@@ -69,6 +75,7 @@ class Converted(NamedTuple):
       None when not asked for.
     ignored: the state_dict keys deliberately not converted (sorted).
   """
+
   encoder: dict
   classifier: dict | None
   ignored: tuple[str, ...]
@@ -76,15 +83,18 @@ class Converted(NamedTuple):
 
 def _abstract_encoder(arch: str, **options) -> models.VideoResNet:
   if arch not in models.ENCODER_NAMES:
-    raise ValueError(f"unknown arch {arch!r}; choose one of "
-                     f"{', '.join(models.ENCODER_NAMES)}")
+    raise ValueError(
+      f"unknown arch {arch!r}; choose one of {', '.join(models.ENCODER_NAMES)}"
+    )
   return nnx.eval_shape(
-      lambda: models.make_encoder(arch, rngs=nnx.Rngs(0), **options))
+    lambda: models.make_encoder(arch, rngs=nnx.Rngs(0), **options)
+  )
 
 
 def _abstract_classifier(num_classes: int) -> models.LinearClassifier:
-  return nnx.eval_shape(lambda: models.LinearClassifier(
-      NUM_FEATURES, num_classes, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(
+    lambda: models.LinearClassifier(NUM_FEATURES, num_classes, rngs=nnx.Rngs(0))
+  )
 
 
 def _key_plan(encoder) -> tuple[dict[str, tuple[Path, bool]], set[str]]:
@@ -135,7 +145,8 @@ def _listed(keys, sep: str = ", ") -> str:
   keys = sorted(keys)
   more = len(keys) - _MAX_LISTED
   return sep.join(keys[:_MAX_LISTED]) + (
-      f"{sep}... ({more} more)" if more > 0 else "")
+    f"{sep}... ({more} more)" if more > 0 else ""
+  )
 
 
 def _pure(module: nnx.Module) -> dict:
@@ -155,8 +166,9 @@ def _guess_arch(keys) -> str | None:
   return None
 
 
-def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray], arch: str,
-                       with_classifier: bool = False) -> Converted:
+def torchvision_to_nnx(
+  state_dict: Mapping[str, np.ndarray], arch: str, with_classifier: bool = False
+) -> Converted:
   """Maps a torchvision video ResNet state_dict onto our modules' states.
 
   Args:
@@ -176,14 +188,16 @@ def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray], arch: str,
   """
   encoder = _abstract_encoder(arch)
   plan, ignorable = _key_plan(encoder)
-  plan = {k: (("encoder", *path), is_conv)
-          for k, (path, is_conv) in plan.items()}
+  plan = {
+    k: (("encoder", *path), is_conv) for k, (path, is_conv) in plan.items()
+  }
   targets = _flat({"encoder": _pure(encoder)})
   if with_classifier:
     fc = state_dict.get("fc.weight")
     if fc is not None and np.ndim(fc) == 2:
-      targets.update(_flat({"classifier": _pure(
-          _abstract_classifier(int(np.shape(fc)[0])))}))
+      targets.update(
+        _flat({"classifier": _pure(_abstract_classifier(int(np.shape(fc)[0])))})
+      )
     plan["fc.weight"] = (("classifier", "fc", "kernel"), True)
     plan["fc.bias"] = (("classifier", "fc", "bias"), False)
   else:
@@ -198,8 +212,10 @@ def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray], arch: str,
     problems.append(f"missing state_dict keys: {_listed(missing)}")
   unassigned = set(targets) - {path for path, _ in plan.values()}
   if unassigned:
-    problems.append("variables of ours that no key maps to: "
-                    + _listed("/".join(map(str, p)) for p in unassigned))
+    problems.append(
+      "variables of ours that no key maps to: "
+      + _listed("/".join(map(str, p)) for p in unassigned)
+    )
   flat, bad_shapes, bad_dtypes = {}, [], []
   for key in sorted(set(plan) & set(state_dict)):
     path, is_conv = plan[key]
@@ -212,33 +228,46 @@ def torchvision_to_nnx(state_dict: Mapping[str, np.ndarray], arch: str,
     target = targets.get(path)
     if target is None or value.shape != target.shape:
       want = "nothing" if target is None else tuple(target.shape)
-      bad_shapes.append(f"{key} {tuple(state_dict[key].shape)} -> "
-                        f"{'/'.join(map(str, path))} needs {want}")
+      bad_shapes.append(
+        f"{key} {tuple(state_dict[key].shape)} -> "
+        f"{'/'.join(map(str, path))} needs {want}"
+      )
       continue
     flat[path] = np.ascontiguousarray(value, dtype=target.dtype)
   if bad_shapes:
-    problems.append("shape mismatches (torchvision shape -> ours): "
-                    + _listed(bad_shapes, sep="; "))
+    problems.append(
+      "shape mismatches (torchvision shape -> ours): "
+      + _listed(bad_shapes, sep="; ")
+    )
   if bad_dtypes:
     problems.append(f"non-floating tensors: {_listed(bad_dtypes)}")
   if problems:
     guess = _guess_arch(state_dict) if (unused or missing) else None
-    hint = (f"\nThe keys are those of {guess!r}: try --arch={guess}."
-            if guess and guess != arch else "")
+    hint = (
+      f"\nThe keys are those of {guess!r}: try --arch={guess}."
+      if guess and guess != arch
+      else ""
+    )
     raise ConversionError(
-        f"the state_dict does not match {arch}"
-        f"{' with classifier' if with_classifier else ''}:\n  "
-        + "\n  ".join(problems) + hint)
+      f"the state_dict does not match {arch}"
+      f"{' with classifier' if with_classifier else ''}:\n  "
+      + "\n  ".join(problems)
+      + hint
+    )
   tree = nnx.traversals.unflatten_mapping(flat)
-  return Converted(tree["encoder"], tree.get("classifier"),
-                   tuple(sorted(ignorable & set(state_dict))))
+  return Converted(
+    tree["encoder"],
+    tree.get("classifier"),
+    tuple(sorted(ignorable & set(state_dict))),
+  )
 
 
 def _needs(package: str, path) -> ImportError:
   return ImportError(
-      f"reading {path} needs the {package!r} package, which is not installed:"
-      f" pip install {package} (or the project's 'torch' extra: "
-      "pip install -e '.[torch]')")
+    f"reading {path} needs the {package!r} package, which is not installed:"
+    f" pip install {package} (or the project's 'torch' extra: "
+    "pip install -e '.[torch]')"
+  )
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -261,16 +290,25 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise _needs("torch", path) from None
   obj = torch.load(path, map_location="cpu", weights_only=True)
   if not isinstance(obj, Mapping) or not all(
-      isinstance(v, torch.Tensor) for v in obj.values()):
+    isinstance(v, torch.Tensor) for v in obj.values()
+  ):
     raise ConversionError(
-        f"{path} does not hold a plain state_dict (a mapping of names to "
-        f"tensors) but a {type(obj).__name__}: save model.state_dict()")
-  return {k: (v.detach().float() if v.is_floating_point() else v.detach())
-          .numpy() for k, v in obj.items()}
+      f"{path} does not hold a plain state_dict (a mapping of names to "
+      f"tensors) but a {type(obj).__name__}: save model.state_dict()"
+    )
+  return {
+    k: (v.detach().float() if v.is_floating_point() else v.detach()).numpy()
+    for k, v in obj.items()
+  }
 
 
-def save_converted(converted: Converted, arch: str, out: str | os.PathLike,
-                   source: str = "", overwrite: bool = False) -> dict:
+def save_converted(
+  converted: Converted,
+  arch: str,
+  out: str | os.PathLike,
+  source: str = "",
+  overwrite: bool = False,
+) -> dict:
   """Writes ``out/state`` (Orbax) and ``out/metadata.json``; returns the
   metadata."""
   import orbax.checkpoint as ocp
@@ -278,8 +316,10 @@ def save_converted(converted: Converted, arch: str, out: str | os.PathLike,
   out = pathlib.Path(out).absolute()
   state_dir = out / STATE_DIR
   if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:
-    raise FileExistsError(f"{out} already holds a converted checkpoint; "
-                          "pass overwrite=True (--overwrite) to replace it")
+    raise FileExistsError(
+      f"{out} already holds a converted checkpoint; "
+      "pass overwrite=True (--overwrite) to replace it"
+    )
   out.mkdir(parents=True, exist_ok=True)
   (out / METADATA_FILE).unlink(missing_ok=True)  # written last: a marker.
   state = {"encoder": converted.encoder}
@@ -288,14 +328,26 @@ def save_converted(converted: Converted, arch: str, out: str | os.PathLike,
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(state_dir, state, force=overwrite)
     checkpointer.wait_until_finished()
-  num_classes = (None if converted.classifier is None else
-                 int(converted.classifier["fc"]["bias"].shape[0]))
+  num_classes = (
+    None
+    if converted.classifier is None
+    else int(converted.classifier["fc"]["bias"].shape[0])
+  )
   metadata = dict(
-      format=FORMAT, arch=arch, width=1.0, num_classes=num_classes,
-      source=str(source), ignored_keys=list(converted.ignored),
-      input=dict(layout="(batch, time, height, width, 3), RGB in [0, 1]",
-                 mean=list(KINETICS_MEAN), std=list(KINETICS_STD),
-                 resize=[128, 171], crop=[112, 112]))
+    format=FORMAT,
+    arch=arch,
+    width=1.0,
+    num_classes=num_classes,
+    source=str(source),
+    ignored_keys=list(converted.ignored),
+    input=dict(
+      layout="(batch, time, height, width, 3), RGB in [0, 1]",
+      mean=list(KINETICS_MEAN),
+      std=list(KINETICS_STD),
+      resize=[128, 171],
+      crop=[112, 112],
+    ),
+  )
   (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
   return metadata
 
@@ -308,6 +360,7 @@ def build_modules(converted: Converted, arch: str, **options):
   built: call ``.eval()`` for BatchNorm's running statistics. ``options``
   are :func:`stclr_jax.models.make_encoder`'s.
   """
+
   def fill(abstract, values):
     graphdef, state = nnx.split(abstract)
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, values))
@@ -343,13 +396,15 @@ def load_converted(path: str | os.PathLike, **options):
   meta_file, state_dir = out / METADATA_FILE, out / STATE_DIR
   if not meta_file.is_file() or not state_dir.is_dir():
     raise FileNotFoundError(
-        f"{out} holds no converted checkpoint (expected {METADATA_FILE} and "
-        f"{STATE_DIR}/ written by python -m stclr_jax.convert.torchvision)")
+      f"{out} holds no converted checkpoint (expected {METADATA_FILE} and "
+      f"{STATE_DIR}/ written by python -m stclr_jax.convert.torchvision)"
+    )
   metadata = json.loads(meta_file.read_text())
   arch = metadata.get("arch")
   if metadata.get("format") != FORMAT or arch not in models.ENCODER_NAMES:
-    raise ValueError(f"{meta_file}: unknown format {metadata.get('format')!r}"
-                     f" or arch {arch!r}")
+    raise ValueError(
+      f"{meta_file}: unknown format {metadata.get('format')!r} or arch {arch!r}"
+    )
   if metadata.get("width", 1.0) != 1.0 or "width" in options:
     raise ValueError(f"{out}: converted checkpoints have width 1.0")
   num_classes = metadata.get("num_classes")
@@ -357,19 +412,31 @@ def load_converted(path: str | os.PathLike, **options):
   if num_classes:  # Orbax restores into these shapes, after the check below.
     target["classifier"] = _pure(_abstract_classifier(int(num_classes)))
   with ocp.StandardCheckpointer() as checkpointer:
-    stored = {p: tuple(x.shape) for p, x in _flat(
-        checkpointer.metadata(state_dir).item_metadata.tree).items()}
-    wanted = {tuple(map(str, p)): tuple(x.shape)
-              for p, x in _flat(target).items()}
+    stored = {
+      p: tuple(x.shape)
+      for p, x in _flat(
+        checkpointer.metadata(state_dir).item_metadata.tree
+      ).items()
+    }
+    wanted = {
+      tuple(map(str, p)): tuple(x.shape) for p, x in _flat(target).items()
+    }
     if stored != wanted:
-      diff = sorted("/".join(p) + f" {stored.get(p)} vs {wanted.get(p)}"
-                    for p in set(stored) | set(wanted)
-                    if stored.get(p) != wanted.get(p))
-      raise ValueError(f"{state_dir} does not match {arch} (stored vs "
-                       f"expected shapes): {_listed(diff)}")
+      diff = sorted(
+        "/".join(p) + f" {stored.get(p)} vs {wanted.get(p)}"
+        for p in set(stored) | set(wanted)
+        if stored.get(p) != wanted.get(p)
+      )
+      raise ValueError(
+        f"{state_dir} does not match {arch} (stored vs "
+        f"expected shapes): {_listed(diff)}"
+      )
     restored = checkpointer.restore(state_dir, target)
-  converted = Converted(restored["encoder"], restored.get("classifier"),
-                        tuple(metadata.get("ignored_keys", ())))
+  converted = Converted(
+    restored["encoder"],
+    restored.get("classifier"),
+    tuple(metadata.get("ignored_keys", ())),
+  )
   encoder, classifier = build_modules(converted, arch, **options)
   return encoder, classifier, metadata
 
@@ -380,50 +447,77 @@ def _disk_size(path: pathlib.Path) -> int:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(
-      prog="python -m stclr_jax.convert.torchvision",
-      description="Convert a torchvision video ResNet state_dict to an Orbax "
-                  "checkpoint of stclr_jax's encoder (and classifier).")
+    prog="python -m stclr_jax.convert.torchvision",
+    description="Convert a torchvision video ResNet state_dict to an Orbax "
+    "checkpoint of stclr_jax's encoder (and classifier).",
+  )
   parser.add_argument("--arch", required=True, choices=models.ENCODER_NAMES)
-  parser.add_argument("--src", required=True,
-                      help="state_dict file: .pth/.pt (torch) or .safetensors")
+  parser.add_argument(
+    "--src",
+    required=True,
+    help="state_dict file: .pth/.pt (torch) or .safetensors",
+  )
   parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--with_classifier", action="store_true",
-                      help="also convert fc into a LinearClassifier")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace an existing conversion in --out")
+  parser.add_argument(
+    "--with_classifier",
+    action="store_true",
+    help="also convert fc into a LinearClassifier",
+  )
+  parser.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace an existing conversion in --out",
+  )
   args = parser.parse_args(argv)
 
   start = time.perf_counter()
   try:
     state_dict = load_state_dict(args.src)
     read_s = time.perf_counter() - start
-    converted = torchvision_to_nnx(state_dict, args.arch,
-                                   args.with_classifier)
+    converted = torchvision_to_nnx(state_dict, args.arch, args.with_classifier)
     convert_s = time.perf_counter() - start - read_s
-    metadata = save_converted(converted, args.arch, args.out,
-                              source=os.path.abspath(args.src),
-                              overwrite=args.overwrite)
+    metadata = save_converted(
+      converted,
+      args.arch,
+      args.out,
+      source=os.path.abspath(args.src),
+      overwrite=args.overwrite,
+    )
   except (ImportError, OSError, ValueError) as e:  # ConversionError included.
     parser.exit(1, f"{parser.prog}: error: {e}\n")
   wall_s = time.perf_counter() - start
   arrays = jax.tree.leaves([converted.encoder, converted.classifier])
   params = models.count_params(_abstract_encoder(args.arch)) + sum(
-      int(x.size) for x in jax.tree.leaves(converted.classifier))
+    int(x.size) for x in jax.tree.leaves(converted.classifier)
+  )
   size = _disk_size(pathlib.Path(args.out))
   counters = [k for k in converted.ignored if k.endswith("num_batches_tracked")]
-  ignored = [f"{len(counters)} num_batches_tracked",
-             *sorted(set(converted.ignored) - set(counters))]
-  print(f"converted {args.arch} from {args.src}"
-        + (f" with its {metadata['num_classes']}-way classifier"
-           if metadata["num_classes"] else "") + "\n"
-        f"  tensors mapped: {len(arrays)}; ignored: {', '.join(ignored)}\n"
-        f"  parameters: {params:,} (BatchNorm running statistics: "
-        f"{sum(x.size for x in arrays) - params:,} more values)\n"
-        f"  wall time: {wall_s:.2f} s (read {read_s:.2f} s, map "
-        f"{convert_s:.2f} s, write {wall_s - read_s - convert_s:.2f} s)\n"
-        f"  checkpoint: {args.out} ({size / 2**20:.1f} MiB on disk)")
-  return {"tensors": len(arrays), "params": params, "wall_s": wall_s,
-          "bytes": size, "metadata": metadata}
+  ignored = [
+    f"{len(counters)} num_batches_tracked",
+    *sorted(set(converted.ignored) - set(counters)),
+  ]
+  print(
+    f"converted {args.arch} from {args.src}"
+    + (
+      f" with its {metadata['num_classes']}-way classifier"
+      if metadata["num_classes"]
+      else ""
+    )
+    + "\n"
+    f"  tensors mapped: {len(arrays)}; ignored: {', '.join(ignored)}\n"
+    f"  parameters: {params:,} (BatchNorm running statistics: "
+    f"{sum(x.size for x in arrays) - params:,} more values)\n"
+    f"  wall time: {wall_s:.2f} s (read {read_s:.2f} s, map "
+    f"{convert_s:.2f} s, write {wall_s - read_s - convert_s:.2f} s)\n"
+    f"  checkpoint: {args.out} ({size / 2**20:.1f} MiB on disk)"
+  )
+  return {
+    "tensors": len(arrays),
+    "params": params,
+    "wall_s": wall_s,
+    "bytes": size,
+    "metadata": metadata,
+  }
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ p=0.8 in random order, then grayscale with p=0.2.
 Clips are ``(T, H, W, 3)``; uint8 input is scaled to float32 in [0, 1]; the
 output is float32 ``(T, size, size, 3)`` in [0, 1].
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ _CROP_ATTEMPTS = 10
 @dataclasses.dataclass(frozen=True)
 class SpatialAugment:
   """Which spatial augmentations run, and their ranges (Table IV switches)."""
+
   crop: bool = True
   crop_area: tuple[float, float] = (0.08, 1.0)
   crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
@@ -37,16 +39,17 @@ class SpatialAugment:
   def __post_init__(self):
     lo, hi = self.crop_area
     if not 0 < lo <= hi <= 1:
-      raise ValueError(f"crop_area must satisfy 0 < lo <= hi <= 1, got "
-                       f"{self.crop_area}")
+      raise ValueError(
+        f"crop_area must satisfy 0 < lo <= hi <= 1, got {self.crop_area}"
+      )
     lo, hi = self.crop_aspect
     if not 0 < lo <= hi:
-      raise ValueError(f"crop_aspect must satisfy 0 < lo <= hi, got "
-                       f"{self.crop_aspect}")
+      raise ValueError(
+        f"crop_aspect must satisfy 0 < lo <= hi, got {self.crop_aspect}"
+      )
     for name in ("flip_prob", "color_prob", "grayscale_prob"):
       if not 0 <= getattr(self, name) <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got "
-                         f"{getattr(self, name)}")
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def to_float(clip: tf.Tensor) -> tf.Tensor:
@@ -59,12 +62,14 @@ def _resize_box(clip, box, size):
   """Crops the normalised box ``[y1, x1, y2, x2]`` from every frame."""
   t = tf.shape(clip)[0]
   boxes = tf.tile(box[None], [t, 1])
-  return tf.image.crop_and_resize(clip, boxes, tf.range(t), [size, size],
-                                  method="bilinear")
+  return tf.image.crop_and_resize(
+    clip, boxes, tf.range(t), [size, size], method="bilinear"
+  )
 
 
-def random_crop_box(height, width, seed, area=(0.08, 1.0),
-                    aspect=(3 / 4, 4 / 3)) -> tf.Tensor:
+def random_crop_box(
+  height, width, seed, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3)
+) -> tf.Tensor:
   """Inception-style box: ``_CROP_ATTEMPTS`` candidate (area, aspect) draws,
   the first that fits is used, else the whole frame. Returns a normalised
   ``[y1, x1, y2, x2]`` box for ``tf.image.crop_and_resize``."""
@@ -72,8 +77,9 @@ def random_crop_box(height, width, seed, area=(0.08, 1.0),
   s = tf.random.experimental.stateless_split(seed, 4)
   n = _CROP_ATTEMPTS
   target = h * w * tf.random.stateless_uniform([n], s[0], area[0], area[1])
-  log_r = tf.random.stateless_uniform([n], s[1], math.log(aspect[0]),
-                                      math.log(aspect[1]))
+  log_r = tf.random.stateless_uniform(
+    [n], s[1], math.log(aspect[0]), math.log(aspect[1])
+  )
   ratio = tf.exp(log_r)
   cw = tf.round(tf.sqrt(target * ratio))
   ch = tf.round(tf.sqrt(target / ratio))
@@ -109,28 +115,35 @@ def color_distort(clip, seed, strength=1.0, prob=0.8, grayscale_prob=0.2):
   ``[-0.2s, 0.2s]``. The four run in a random order.
   """
   s = tf.random.experimental.stateless_split(seed, 8)
-  b, c, sat, hue = 0.8 * strength, 0.8 * strength, 0.8 * strength, \
-      0.2 * strength
+  b, c, sat, hue = (
+    0.8 * strength,
+    0.8 * strength,
+    0.8 * strength,
+    0.2 * strength,
+  )
 
   def factor(i, amount):
-    return tf.random.stateless_uniform([], s[i], max(0.0, 1 - amount),
-                                       1 + amount)
+    return tf.random.stateless_uniform(
+      [], s[i], max(0.0, 1 - amount), 1 + amount
+    )
 
   fb, fc, fs = factor(0, b), factor(1, c), factor(2, sat)
   dh = tf.random.stateless_uniform([], s[3], -hue, hue)
   ops = [
-      lambda x: x * fb,
-      lambda x: (x - tf.reduce_mean(tf.image.rgb_to_grayscale(x)))
-      * fc + tf.reduce_mean(tf.image.rgb_to_grayscale(x)),
-      lambda x: _grayscale(x) + (x - _grayscale(x)) * fs,
-      lambda x: tf.image.adjust_hue(x, dh),
+    lambda x: x * fb,
+    lambda x: (x - tf.reduce_mean(tf.image.rgb_to_grayscale(x))) * fc
+    + tf.reduce_mean(tf.image.rgb_to_grayscale(x)),
+    lambda x: _grayscale(x) + (x - _grayscale(x)) * fs,
+    lambda x: tf.image.adjust_hue(x, dh),
   ]
   order = tf.argsort(tf.random.stateless_uniform([4], s[4]))
 
   def jitter(x):
     for i in range(4):
-      x = tf.switch_case(order[i], [lambda op=op: tf.clip_by_value(
-          op(x), 0.0, 1.0) for op in ops])
+      x = tf.switch_case(
+        order[i],
+        [lambda op=op, x=x: tf.clip_by_value(op(x), 0.0, 1.0) for op in ops],
+      )
     return x
 
   apply = tf.random.stateless_uniform([], s[5]) < prob
@@ -145,8 +158,9 @@ def augment_clip(clip, seed, size: int, cfg: SpatialAugment) -> tf.Tensor:
   s = tf.random.experimental.stateless_split(tf.reshape(seed, [2]), 3)
   shape = tf.shape(clip)
   if cfg.crop:
-    box = random_crop_box(shape[1], shape[2], s[0], cfg.crop_area,
-                          cfg.crop_aspect)
+    box = random_crop_box(
+      shape[1], shape[2], s[0], cfg.crop_area, cfg.crop_aspect
+    )
   else:
     box = tf.constant([0.0, 0.0, 1.0, 1.0])
   clip = _resize_box(clip, box, size)
@@ -154,6 +168,7 @@ def augment_clip(clip, seed, size: int, cfg: SpatialAugment) -> tf.Tensor:
     do_flip = tf.random.stateless_uniform([], s[1]) < cfg.flip_prob
     clip = tf.cond(do_flip, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
   if cfg.color:
-    clip = color_distort(clip, s[2], cfg.color_strength, cfg.color_prob,
-                         cfg.grayscale_prob)
+    clip = color_distort(
+      clip, s[2], cfg.color_strength, cfg.color_prob, cfg.grayscale_prob
+    )
   return tf.ensure_shape(clip, [None, size, size, 3])

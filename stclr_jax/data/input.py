@@ -1,20 +1,23 @@
 """From a config to this process's input: TFDS builder, shard, pipeline."""
+
 from __future__ import annotations
 
+import jax
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stclr_jax.data import augment as augment_lib
-from stclr_jax.data import datasets  # noqa: F401  (registers the builders)
-from stclr_jax.data import pipeline
-from stclr_jax.data import sampling
+from stclr_jax.data import (
+  datasets,  # noqa: F401  (registers the builders)
+  pipeline,
+  sampling,
+)
 from stclr_jax.data.datasets import video_folder
 
 
 def _process(process_index, process_count):
   if process_index is None or process_count is None:
-    import jax
     return jax.process_index(), jax.process_count()
   return process_index, process_count
 
@@ -27,34 +30,49 @@ def prepared_builder(data: ml_collections.ConfigDict):
     if not data.csv_path:
       raise ValueError("data.name=video_folder needs data.csv_path")
     kw["config"] = video_folder.config_for_csv(
-        data.csv_path, data.name.split("/")[1] if "/" in data.name else None)
+      data.csv_path, data.name.split("/")[1] if "/" in data.name else None
+    )
     name = "video_folder"
   else:
     name = data.name
   builder = tfds.builder(name, **kw)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=data.manual_dir or None))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=data.manual_dir or None
+    )
+  )
   return builder
 
 
 def spatial_augment(aug) -> augment_lib.SpatialAugment:
   return augment_lib.SpatialAugment(
-      crop=aug.crop, crop_area=tuple(aug.crop_area),
-      crop_aspect=tuple(aug.crop_aspect), flip=aug.flip, color=aug.color,
-      color_strength=aug.color_strength, color_prob=aug.color_prob,
-      grayscale_prob=aug.grayscale_prob)
+    crop=aug.crop,
+    crop_area=tuple(aug.crop_area),
+    crop_aspect=tuple(aug.crop_aspect),
+    flip=aug.flip,
+    color=aug.color,
+    color_strength=aug.color_strength,
+    color_prob=aug.color_prob,
+    grayscale_prob=aug.grayscale_prob,
+  )
 
 
 def view_spec(config) -> pipeline.ViewSpec:
-  modes = tuple(m.strip() for m in config.aug.temporal_modes.split(",")
-                if m.strip())
+  modes = tuple(
+    m.strip() for m in config.aug.temporal_modes.split(",") if m.strip()
+  )
   for m in modes:
     if m not in sampling.MODES:
-      raise ValueError(f"config.aug.temporal_modes: unknown sampler {m!r}; "
-                       f"choose from {sampling.MODES}")
-  return pipeline.ViewSpec(clip_len=config.data.clip_len,
-                           size=config.data.size, temporal_modes=modes,
-                           spatial=spatial_augment(config.aug))
+      raise ValueError(
+        f"config.aug.temporal_modes: unknown sampler {m!r}; "
+        f"choose from {sampling.MODES}"
+      )
+  return pipeline.ViewSpec(
+    clip_len=config.data.clip_len,
+    size=config.data.size,
+    temporal_modes=modes,
+    spatial=spatial_augment(config.aug),
+  )
 
 
 def num_data_shards(data, process_count: int) -> int:
@@ -67,13 +85,16 @@ def num_data_shards(data, process_count: int) -> int:
   """
   shards = data.get("num_shards", 0) or process_count
   if shards % process_count:
-    raise ValueError(f"data.num_shards={shards} is not a multiple of the "
-                     f"{process_count} processes")
+    raise ValueError(
+      f"data.num_shards={shards} is not a multiple of the "
+      f"{process_count} processes"
+    )
   return shards
 
 
-def pretrain_input(config, *, start_step=0, process_index=None,
-                   process_count=None) -> tuple[tf.data.Dataset, int]:
+def pretrain_input(
+  config, *, start_step=0, process_index=None, process_count=None
+) -> tuple[tf.data.Dataset, int]:
   """This host's pretraining batches and the *global* number of videos.
 
   The global batch is split over ``S`` logical shards (disjoint parts of the
@@ -84,23 +105,32 @@ def pretrain_input(config, *, start_step=0, process_index=None,
   pi, pc = _process(process_index, process_count)
   shards = num_data_shards(config.data, pc)
   if config.batch_size % shards:
-    raise ValueError(f"batch_size {config.batch_size} is not divisible by "
-                     f"the {shards} data shards")
+    raise ValueError(
+      f"batch_size {config.batch_size} is not divisible by "
+      f"the {shards} data shards"
+    )
   per_shard = config.batch_size // shards
   builder = prepared_builder(config.data)
   streams = []
   for s in range(pi * shards // pc, (pi + 1) * shards // pc):
     sub = pipeline.shard_for_process(config.data.split, s, shards)
-    streams.append(pipeline.pretrain_dataset(
+    streams.append(
+      pipeline.pretrain_dataset(
         builder.as_dataset(split=sub, shuffle_files=False),
-        builder.info.splits[sub].num_examples, batch_size=per_shard,
-        view=view_spec(config), seed=config.seed, start_step=start_step,
+        builder.info.splits[sub].num_examples,
+        batch_size=per_shard,
+        view=view_spec(config),
+        seed=config.seed,
+        start_step=start_step,
         cache=config.data.cache,
         cache_frame_size=config.data.cache_frame_size or None,
-        shard_index=s))
+        shard_index=s,
+      )
+    )
   if len(streams) == 1:
     batches = streams[0]
   else:
     batches = tf.data.Dataset.zip(tuple(streams)).map(
-        lambda *bs: {k: tf.concat([b[k] for b in bs], 0) for k in bs[0]})
+      lambda *bs: {k: tf.concat([b[k] for b in bs], 0) for k in bs[0]}
+    )
   return batches, builder.info.splits[config.data.split].num_examples

@@ -13,13 +13,15 @@ reaches after ``s`` batches and skips there *before* any frame is sampled or
 augmented, so a resumed run sees exactly the batches the uninterrupted run
 would have seen next — it neither replays nor skips data.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import sampling
@@ -35,22 +37,25 @@ class ViewSpec:
   "without temporal augmentation" (Table IV): both views share one fixed
   uniform sub-video, so only the spatial augmentation differs.
   """
+
   clip_len: int = 16
   size: int = 112
   temporal_modes: tuple[str, ...] = sampling.MODES
   spatial: augment_lib.SpatialAugment = augment_lib.SpatialAugment()
 
 
-def shard_for_process(split: str, process_index: int,
-                      process_count: int) -> str:
+def shard_for_process(
+  split: str, process_index: int, process_count: int
+) -> str:
   """The TFDS sub-split read by one process: disjoint, and together complete
   (sizes differ by at most one example)."""
-  import tensorflow_datasets as tfds
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} outside "
-                     f"[0, {process_count})")
-  return tfds.even_splits(split, n=process_count,
-                          drop_remainder=False)[process_index]
+    raise ValueError(
+      f"process_index {process_index} outside [0, {process_count})"
+    )
+  return tfds.even_splits(split, n=process_count, drop_remainder=False)[
+    process_index
+  ]
 
 
 def _cacheable(example, cache_frame_size):
@@ -59,30 +64,45 @@ def _cacheable(example, cache_frame_size):
     shape = tf.cast(tf.shape(video)[1:3], tf.float32)
     scale = cache_frame_size / tf.reduce_min(shape)
     new = tf.cast(tf.round(shape * scale), tf.int32)
-    video = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
-        video, new, antialias=True)), 0, 255), tf.uint8)
-  out = {"video": video,
-         "num_frames": tf.shape(video)[0],
-         "label": tf.cast(example.get("label", -1), tf.int32),
-         "subject_id": tf.cast(example.get("subject_id", -1), tf.int32)}
+    video = tf.cast(
+      tf.clip_by_value(
+        tf.round(tf.image.resize(video, new, antialias=True)), 0, 255
+      ),
+      tf.uint8,
+    )
+  out = {
+    "video": video,
+    "num_frames": tf.shape(video)[0],
+    "label": tf.cast(example.get("label", -1), tf.int32),
+    "subject_id": tf.cast(example.get("subject_id", -1), tf.int32),
+  }
   return out
 
 
 def _check_nonempty(num_examples, what):
   if num_examples <= 0:
-    raise ValueError(f"{what}: the split is empty (0 videos); check the "
-                     "dataset, the split name and the number of processes")
+    raise ValueError(
+      f"{what}: the split is empty (0 videos); check the "
+      "dataset, the split name and the number of processes"
+    )
 
 
 def _seed_tensor(seed, shard_index=0):
   return tf.constant([seed, 0x5EED + shard_index], tf.int64)
 
 
-def pretrain_dataset(examples: tf.data.Dataset, num_examples: int, *,
-                     batch_size: int, view: ViewSpec, seed: int,
-                     start_step: int = 0, cache: bool = True,
-                     cache_frame_size: int | None = None,
-                     shard_index: int = 0) -> tf.data.Dataset:
+def pretrain_dataset(
+  examples: tf.data.Dataset,
+  num_examples: int,
+  *,
+  batch_size: int,
+  view: ViewSpec,
+  seed: int,
+  start_step: int = 0,
+  cache: bool = True,
+  cache_frame_size: int | None = None,
+  shard_index: int = 0,
+) -> tf.data.Dataset:
   """Endless stream of ``{"view_a", "view_b", "label", "subject_id"}``
   batches for contrastive pretraining (one host's share of the batch).
 
@@ -100,20 +120,27 @@ def pretrain_dataset(examples: tf.data.Dataset, num_examples: int, *,
       that shards draw independent augmentations.
   """
   _check_nonempty(num_examples, "pretrain_dataset")
-  base = examples.map(lambda e: _cacheable(e, cache_frame_size),
-                      num_parallel_calls=AUTOTUNE)
+  base = examples.map(
+    lambda e: _cacheable(e, cache_frame_size), num_parallel_calls=AUTOTUNE
+  )
   if cache:
     base = base.cache()
   root = _seed_tensor(seed, shard_index)
 
   def epoch(e):
-    shuffle_seed = (tf.cast(seed, tf.int64) * 1_000_003 + e) * 4099 \
-        + shard_index
+    shuffle_seed = (
+      tf.cast(seed, tf.int64) * 1_000_003 + e
+    ) * 4099 + shard_index
     epoch_seed = tf.random.experimental.stateless_fold_in(root, e)
-    d = base.shuffle(num_examples, seed=shuffle_seed,
-                     reshuffle_each_iteration=False)
-    return d.enumerate().map(lambda p, ex: (
-        tf.random.experimental.stateless_fold_in(epoch_seed, p), ex))
+    d = base.shuffle(
+      num_examples, seed=shuffle_seed, reshuffle_each_iteration=False
+    )
+    return d.enumerate().map(
+      lambda p, ex: (
+        tf.random.experimental.stateless_fold_in(epoch_seed, p),
+        ex,
+      )
+    )
 
   consumed = start_step * batch_size
   first_epoch = consumed // num_examples
@@ -128,20 +155,23 @@ def pretrain_dataset(examples: tf.data.Dataset, num_examples: int, *,
       idx_a = sampling.sample_view_indices(n, view.clip_len, modes, s[0])
       idx_b = sampling.sample_view_indices(n, view.clip_len, modes, s[1])
     else:
-      idx_a = idx_b = sampling.sample_indices(n, view.clip_len, "uniform",
-                                              s[0])
-    va = augment_lib.augment_clip(tf.gather(ex["video"], idx_a), s[2],
-                                  view.size, view.spatial)
-    vb = augment_lib.augment_clip(tf.gather(ex["video"], idx_b), s[3],
-                                  view.size, view.spatial)
-    return {"view_a": tf.ensure_shape(va, [view.clip_len, view.size,
-                                           view.size, 3]),
-            "view_b": tf.ensure_shape(vb, [view.clip_len, view.size,
-                                           view.size, 3]),
-            "label": ex["label"], "subject_id": ex["subject_id"]}
+      idx_a = idx_b = sampling.sample_indices(n, view.clip_len, "uniform", s[0])
+    va = augment_lib.augment_clip(
+      tf.gather(ex["video"], idx_a), s[2], view.size, view.spatial
+    )
+    vb = augment_lib.augment_clip(
+      tf.gather(ex["video"], idx_b), s[3], view.size, view.spatial
+    )
+    return {
+      "view_a": tf.ensure_shape(va, [view.clip_len, view.size, view.size, 3]),
+      "view_b": tf.ensure_shape(vb, [view.clip_len, view.size, view.size, 3]),
+      "label": ex["label"],
+      "subject_id": ex["subject_id"],
+    }
 
-  stream = stream.map(two_views, num_parallel_calls=AUTOTUNE,
-                      deterministic=True)
+  stream = stream.map(
+    two_views, num_parallel_calls=AUTOTUNE, deterministic=True
+  )
   return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
@@ -154,23 +184,34 @@ def eval_clip_indices(num_frames, clip_len: int, num_clips: int):
   window is the uniform stretch of the whole video).
   """
   if num_clips == 1:
-    return sampling.sample_indices(num_frames, clip_len, "uniform",
-                                   [0, 0])[None]
+    return sampling.sample_indices(num_frames, clip_len, "uniform", [0, 0])[
+      None
+    ]
   t = tf.cast(num_frames, tf.int32)
   span = tf.maximum(t - clip_len, 0)
-  starts = tf.cast(tf.round(tf.linspace(0.0, tf.cast(span, tf.float32),
-                                        num_clips)), tf.int32)
+  starts = tf.cast(
+    tf.round(tf.linspace(0.0, tf.cast(span, tf.float32), num_clips)), tf.int32
+  )
   windows = starts[:, None] + tf.range(clip_len)[None, :]
-  stretched = tf.tile(sampling.sample_indices(t, clip_len, "uniform",
-                                              [0, 0])[None], [num_clips, 1])
+  stretched = tf.tile(
+    sampling.sample_indices(t, clip_len, "uniform", [0, 0])[None],
+    [num_clips, 1],
+  )
   return tf.where(t >= clip_len, windows, stretched)
 
 
-def eval_dataset(examples: tf.data.Dataset, num_examples: int, *,
-                 batch_size: int, clip_len: int, size: int,
-                 num_clips: int = 1, crop_fraction: float = 1.0,
-                 num_batches: int | None = None,
-                 cache_frame_size: int | None = None) -> tf.data.Dataset:
+def eval_dataset(
+  examples: tf.data.Dataset,
+  num_examples: int,
+  *,
+  batch_size: int,
+  clip_len: int,
+  size: int,
+  num_clips: int = 1,
+  crop_fraction: float = 1.0,
+  num_batches: int | None = None,
+  cache_frame_size: int | None = None,
+) -> tf.data.Dataset:
   """Finite, ordered evaluation batches ``{"video", "label", "subject_id",
   "mask"}``; ``video`` is (B, K, n, size, size, 3). The last batch is padded
   (``mask`` 0) so every batch is full; pass ``num_batches`` (the maximum over
@@ -179,23 +220,30 @@ def eval_dataset(examples: tf.data.Dataset, num_examples: int, *,
   needed = -(-num_examples // batch_size)
   num_batches = num_batches or needed
   if num_batches < needed:
-    raise ValueError(f"num_batches={num_batches} cannot hold {num_examples}"
-                     f" videos in batches of {batch_size}")
+    raise ValueError(
+      f"num_batches={num_batches} cannot hold {num_examples}"
+      f" videos in batches of {batch_size}"
+    )
 
   def view(ex):
     idx = eval_clip_indices(ex["num_frames"], clip_len, num_clips)
     clips = tf.map_fn(
-        lambda i: augment_lib.center_crop_resize(
-            tf.gather(ex["video"], i), size, crop_fraction),
-        idx, fn_output_signature=tf.float32)
-    return {"video": tf.ensure_shape(clips, [num_clips, clip_len, size, size,
-                                             3]),
-            "label": ex["label"], "subject_id": ex["subject_id"],
-            "mask": tf.constant(1, tf.int32)}
+      lambda i: augment_lib.center_crop_resize(
+        tf.gather(ex["video"], i), size, crop_fraction
+      ),
+      idx,
+      fn_output_signature=tf.float32,
+    )
+    return {
+      "video": tf.ensure_shape(clips, [num_clips, clip_len, size, size, 3]),
+      "label": ex["label"],
+      "subject_id": ex["subject_id"],
+      "mask": tf.constant(1, tf.int32),
+    }
 
-  d = examples.map(lambda e: _cacheable(e, cache_frame_size),
-                   num_parallel_calls=AUTOTUNE).map(
-                       view, num_parallel_calls=AUTOTUNE, deterministic=True)
+  d = examples.map(
+    lambda e: _cacheable(e, cache_frame_size), num_parallel_calls=AUTOTUNE
+  ).map(view, num_parallel_calls=AUTOTUNE, deterministic=True)
   pad = num_batches * batch_size - num_examples
   if pad:
     filler = d.take(1).map(lambda ex: {**ex, "mask": tf.constant(0, tf.int32)})
@@ -203,16 +251,19 @@ def eval_dataset(examples: tf.data.Dataset, num_examples: int, *,
   return d.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def cached_videos(examples: tf.data.Dataset,
-                  cache_frame_size: int | None = None) -> tf.data.Dataset:
+def cached_videos(
+  examples: tf.data.Dataset, cache_frame_size: int | None = None
+) -> tf.data.Dataset:
   """Videos decoded (and resized) once and kept in memory; every dataset
   derived from the result (e.g. by :func:`select`) shares the cache."""
-  return examples.map(lambda e: _cacheable(e, cache_frame_size),
-                      num_parallel_calls=AUTOTUNE).cache()
+  return examples.map(
+    lambda e: _cacheable(e, cache_frame_size), num_parallel_calls=AUTOTUNE
+  ).cache()
 
 
-def select(videos: tf.data.Dataset, num_examples: int,
-           indices: Sequence[int]) -> tf.data.Dataset:
+def select(
+  videos: tf.data.Dataset, num_examples: int, indices: Sequence[int]
+) -> tf.data.Dataset:
   """The videos at ``indices`` (positions in ``videos``), in ``videos``'
   order."""
   keep = np.zeros(num_examples, bool)
@@ -230,11 +281,18 @@ def select(videos: tf.data.Dataset, num_examples: int,
   return videos.enumerate().filter(kept).map(drop_index)
 
 
-def labelled_epoch(videos: tf.data.Dataset, num_examples: int, *,
-                   batch_size: int, clip_len: int, size: int,
-                   temporal_modes: Sequence[str],
-                   spatial: augment_lib.SpatialAugment, seed: int,
-                   epoch: int) -> tf.data.Dataset:
+def labelled_epoch(
+  videos: tf.data.Dataset,
+  num_examples: int,
+  *,
+  batch_size: int,
+  clip_len: int,
+  size: int,
+  temporal_modes: Sequence[str],
+  spatial: augment_lib.SpatialAugment,
+  seed: int,
+  epoch: int,
+) -> tf.data.Dataset:
   """One epoch of supervised training batches ``{"video", "label"}``
   (fine-tuning): a shuffle seeded by ``(seed, epoch)``, one clip per video
   from the enabled temporal samplers (uniform when none), clip-consistent
@@ -250,26 +308,22 @@ def labelled_epoch(videos: tf.data.Dataset, num_examples: int, *,
       idx = sampling.sample_view_indices(n, clip_len, modes, s[0])
     else:
       idx = sampling.sample_indices(n, clip_len, "uniform", s[0])
-    video = augment_lib.augment_clip(tf.gather(ex["video"], idx), s[1], size,
-                                     spatial)
-    return {"video": tf.ensure_shape(video, [clip_len, size, size, 3]),
-            "label": ex["label"]}
+    video = augment_lib.augment_clip(
+      tf.gather(ex["video"], idx), s[1], size, spatial
+    )
+    return {
+      "video": tf.ensure_shape(video, [clip_len, size, size, 3]),
+      "label": ex["label"],
+    }
 
-  d = videos.shuffle(num_examples, seed=(seed * 1_000_003 + epoch) * 7919,
-                     reshuffle_each_iteration=False)
+  d = videos.shuffle(
+    num_examples,
+    seed=(seed * 1_000_003 + epoch) * 7919,
+    reshuffle_each_iteration=False,
+  )
   d = d.enumerate().map(
-      lambda p, ex: clip(tf.random.experimental.stateless_fold_in(root, p),
-                         ex), num_parallel_calls=AUTOTUNE, deterministic=True)
+    lambda p, ex: clip(tf.random.experimental.stateless_fold_in(root, p), ex),
+    num_parallel_calls=AUTOTUNE,
+    deterministic=True,
+  )
   return d.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-
-
-def to_global_arrays(batch: dict, mesh, axis: str | Sequence[str] = "data"):
-  """Host-local numpy batch -> global ``jax.Array``s sharded on ``axis``
-  (``jax.make_array_from_process_local_data``: the global batch is the
-  concatenation of every process's local batch)."""
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  sharding = NamedSharding(mesh, P(axis))
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding,
-                                                       np.asarray(x)), batch)

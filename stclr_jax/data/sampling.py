@@ -21,6 +21,7 @@ repeat frames, in temporal order:
 
 In all cases the indices are non-decreasing and lie in ``[0, T)``.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -36,8 +37,9 @@ def _seed(seed) -> tf.Tensor:
 
 
 def _uniform(num_frames, n):
-  return tf.cast(tf.round(tf.linspace(0.0, tf.cast(num_frames - 1, tf.float32),
-                                      n)), tf.int32)
+  return tf.cast(
+    tf.round(tf.linspace(0.0, tf.cast(num_frames - 1, tf.float32), n)), tf.int32
+  )
 
 
 def _random(num_frames, n, seed):
@@ -46,8 +48,9 @@ def _random(num_frames, n, seed):
     return tf.sort(tf.math.top_k(u, k=n).indices)
 
   def with_repeats():
-    extra = tf.random.stateless_uniform([n - num_frames], seed, 0, num_frames,
-                                        dtype=tf.int32)
+    extra = tf.random.stateless_uniform(
+      [n - num_frames], seed, 0, num_frames, dtype=tf.int32
+    )
     return tf.sort(tf.concat([tf.range(num_frames), extra], axis=0))
 
   return tf.cond(num_frames >= n, distinct, with_repeats)
@@ -55,8 +58,9 @@ def _random(num_frames, n, seed):
 
 def _sequential(num_frames, n, seed):
   def run():
-    start = tf.random.stateless_uniform([], seed, 0, num_frames - n + 1,
-                                        dtype=tf.int32)
+    start = tf.random.stateless_uniform(
+      [], seed, 0, num_frames - n + 1, dtype=tf.int32
+    )
     return start + tf.range(n)
 
   return tf.cond(num_frames >= n, run, lambda: _uniform(num_frames, n))
@@ -76,8 +80,9 @@ def sample_indices(num_frames, clip_len: int, mode: str, seed) -> tf.Tensor:
   if clip_len < 1:
     raise ValueError(f"clip_len must be >= 1, got {clip_len}")
   num_frames = tf.cast(num_frames, tf.int32)
-  tf.debugging.assert_positive(num_frames,
-                               message="cannot sample from a zero-frame video")
+  tf.debugging.assert_positive(
+    num_frames, message="cannot sample from a zero-frame video"
+  )
   if mode == "uniform":
     idx = _uniform(num_frames, clip_len)
   elif mode == "random":
@@ -99,9 +104,13 @@ def sample_view_indices(num_frames, clip_len: int, modes, seed) -> tf.Tensor:
   if len(modes) == 1:
     return sample_indices(num_frames, clip_len, modes[0], seed)
   choice_seed, mode_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  choice = tf.random.stateless_uniform([], choice_seed, 0, len(modes),
-                                       dtype=tf.int32)
-  branches = [lambda m=m: sample_indices(num_frames, clip_len, m, mode_seed)
-              for m in modes]
+    tf.random.experimental.stateless_split(seed, 2)
+  )
+  choice = tf.random.stateless_uniform(
+    [], choice_seed, 0, len(modes), dtype=tf.int32
+  )
+  branches = [
+    lambda m=m: sample_indices(num_frames, clip_len, m, mode_seed)
+    for m in modes
+  ]
   return tf.ensure_shape(tf.switch_case(choice, branches), [clip_len])

@@ -7,39 +7,46 @@ training and the test part of any fold. ``fold_by="video"`` is a class-
 stratified k-fold over videos, for data sets without subject ids (it is not
 subject-independent; the report says so).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def subject_folds(subjects: np.ndarray, num_folds: int, seed: int,
-                  what: str = "the data set") -> list[np.ndarray]:
+def subject_folds(
+  subjects: np.ndarray, num_folds: int, seed: int, what: str = "the data set"
+) -> list[np.ndarray]:
   """Indices of each fold's *test* videos, folding by subject."""
   subjects = np.asarray(subjects)
   missing = np.flatnonzero(subjects < 0)
   if missing.size:
     raise ValueError(
-        f"{what}: {missing.size} of {subjects.size} videos have no subject id"
-        " (subject_id -1), so subject-independent folds cannot be made. Give"
-        " every video a subject (video_folder: the CSV's third column), or "
-        "set config.eval.fold_by='video' (not subject-independent)")
+      f"{what}: {missing.size} of {subjects.size} videos have no subject id"
+      " (subject_id -1), so subject-independent folds cannot be made. Give"
+      " every video a subject (video_folder: the CSV's third column), or "
+      "set config.eval.fold_by='video' (not subject-independent)"
+    )
   unique = np.unique(subjects)
   if num_folds < 2 or unique.size < num_folds:
-    raise ValueError(f"{what}: cannot split {unique.size} subjects into "
-                     f"{num_folds} folds (need 2 <= folds <= subjects)")
+    raise ValueError(
+      f"{what}: cannot split {unique.size} subjects into "
+      f"{num_folds} folds (need 2 <= folds <= subjects)"
+    )
   order = np.random.default_rng([seed, 0xF01D]).permutation(unique)
   fold_of_subject = {s: i % num_folds for i, s in enumerate(order)}
   fold = np.array([fold_of_subject[s] for s in subjects])
   return [np.flatnonzero(fold == f) for f in range(num_folds)]
 
 
-def video_folds(labels: np.ndarray, num_folds: int,
-                seed: int) -> list[np.ndarray]:
+def video_folds(
+  labels: np.ndarray, num_folds: int, seed: int
+) -> list[np.ndarray]:
   """Class-stratified k-fold over videos."""
   labels = np.asarray(labels)
   if num_folds < 2 or labels.size < num_folds:
-    raise ValueError(f"cannot split {labels.size} videos into {num_folds} "
-                     "folds")
+    raise ValueError(
+      f"cannot split {labels.size} videos into {num_folds} folds"
+    )
   rng = np.random.default_rng([seed, 0xF01D])
   fold = np.empty(labels.size, np.int64)
   offset = 0
@@ -50,22 +57,30 @@ def video_folds(labels: np.ndarray, num_folds: int,
   return [np.flatnonzero(fold == f) for f in range(num_folds)]
 
 
-def make_folds(fold_by: str, labels, subjects, num_folds: int, seed: int,
-               what: str = "the data set") -> list[np.ndarray]:
+def make_folds(
+  fold_by: str,
+  labels,
+  subjects,
+  num_folds: int,
+  seed: int,
+  what: str = "the data set",
+) -> list[np.ndarray]:
   if fold_by == "subject":
     return subject_folds(subjects, num_folds, seed, what)
   if fold_by == "video":
     return video_folds(labels, num_folds, seed)
-  raise ValueError(f"config.eval.fold_by must be 'subject' or 'video', got "
-                   f"{fold_by!r}")
+  raise ValueError(
+    f"config.eval.fold_by must be 'subject' or 'video', got {fold_by!r}"
+  )
 
 
 def train_indices(test: np.ndarray, num_videos: int) -> np.ndarray:
   return np.setdiff1d(np.arange(num_videos), test)
 
 
-def label_fraction(train: np.ndarray, labels: np.ndarray, fraction: float,
-                   seed: int) -> np.ndarray:
+def label_fraction(
+  train: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
   """A class-stratified subset of the training videos (Table VI): from each
   class, ``round(fraction * n_c)`` videos (at least one), drawn with the
   seed. Returns sorted indices."""
@@ -90,10 +105,12 @@ def parse_run_folds(spec: str, num_folds: int) -> list[int]:
   try:
     folds = sorted({int(x) for x in spec.split(",") if x.strip()})
   except ValueError:
-    raise ValueError(f"config.eval.run_folds={spec!r}: expected "
-                     "comma-separated fold numbers") from None
+    raise ValueError(
+      f"config.eval.run_folds={spec!r}: expected comma-separated fold numbers"
+    ) from None
   bad = [f for f in folds if not 0 <= f < num_folds]
   if bad:
-    raise ValueError(f"config.eval.run_folds: folds {bad} outside "
-                     f"[0, {num_folds})")
+    raise ValueError(
+      f"config.eval.run_folds: folds {bad} outside [0, {num_folds})"
+    )
   return folds

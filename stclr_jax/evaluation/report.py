@@ -1,16 +1,18 @@
 """Cross-validation reports: accuracies, confusion matrices (JSON and a PNG
 in the style of the paper's Fig. 6) and the embedding export."""
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def confusion(labels: np.ndarray, preds: np.ndarray,
-              num_classes: int) -> np.ndarray:
+def confusion(
+  labels: np.ndarray, preds: np.ndarray, num_classes: int
+) -> np.ndarray:
   """Counts, ground truth on rows and prediction on columns."""
   cm = np.zeros((num_classes, num_classes), np.int64)
   np.add.at(cm, (np.asarray(labels), np.asarray(preds)), 1)
@@ -21,19 +23,25 @@ def accuracy(cm: np.ndarray) -> float:
   return float(np.trace(cm) / max(cm.sum(), 1))
 
 
-def summarize(folds: Sequence[dict], class_names: Sequence[str],
-              key: str = "confusion") -> dict:
+def summarize(
+  folds: Sequence[dict], class_names: Sequence[str], key: str = "confusion"
+) -> dict:
   """Per-fold accuracy, mean and std over folds (population std, ddof=0),
   and per-class accuracy from the confusion matrix summed over folds."""
   cms = [np.asarray(f[key]) for f in folds]
   accs = [accuracy(cm) for cm in cms]
   total = np.sum(cms, axis=0)
-  per_class = {name: (float(total[i, i] / total[i].sum()) if total[i].sum()
-                      else None) for i, name in enumerate(class_names)}
-  return {"fold_accuracy": {str(f["fold"]): a for f, a in zip(folds, accs)},
-          "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-          "per_class_accuracy": per_class,
-          "confusion": total.tolist()}
+  per_class = {
+    name: (float(total[i, i] / total[i].sum()) if total[i].sum() else None)
+    for i, name in enumerate(class_names)
+  }
+  return {
+    "fold_accuracy": {str(f["fold"]): a for f, a in zip(folds, accs)},
+    "mean": float(np.mean(accs)),
+    "std": float(np.std(accs)),
+    "per_class_accuracy": per_class,
+    "confusion": total.tolist(),
+  }
 
 
 def write_json(path: str, obj) -> None:
@@ -46,13 +54,16 @@ def write_json(path: str, obj) -> None:
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
-def confusion_png(cm, class_names: Sequence[str], path: str,
-                  title: str = "") -> str:
+def confusion_png(
+  cm, class_names: Sequence[str], path: str, title: str = ""
+) -> str:
   """Row-normalised confusion matrix (percent of each true class), counts
   in brackets; ground truth on rows, prediction on columns (Fig. 6)."""
   plt = _pyplot()
@@ -64,9 +75,15 @@ def confusion_png(cm, class_names: Sequence[str], path: str,
   ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
   for i in range(n):
     for j in range(n):
-      ax.text(j, i, f"{pct[i, j]:.1f}\n({int(cm[i, j])})", ha="center",
-              va="center", fontsize=8,
-              color="white" if pct[i, j] > 60 else "black")
+      ax.text(
+        j,
+        i,
+        f"{pct[i, j]:.1f}\n({int(cm[i, j])})",
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="white" if pct[i, j] > 60 else "black",
+      )
   ax.set_xticks(range(n), class_names, rotation=45, ha="right")
   ax.set_yticks(range(n), class_names)
   ax.set_xlabel("Predicted")
@@ -87,16 +104,26 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
   return x @ vt[:2].T
 
 
-def export_embeddings(prefix: str, features, labels, subjects, video_ids,
-                      class_names: Sequence[str], title: str = "") -> dict:
+def export_embeddings(
+  prefix: str,
+  features,
+  labels,
+  subjects,
+  video_ids,
+  class_names: Sequence[str],
+  title: str = "",
+) -> dict:
   """``prefix.npz`` (features, labels, subjects, video ids, class names)
   and ``prefix.png``: the first two principal components, coloured by
   class."""
-  np.savez_compressed(f"{prefix}.npz", features=np.asarray(features),
-                      labels=np.asarray(labels),
-                      subjects=np.asarray(subjects),
-                      video_ids=np.asarray(video_ids),
-                      class_names=np.asarray(class_names))
+  np.savez_compressed(
+    f"{prefix}.npz",
+    features=np.asarray(features),
+    labels=np.asarray(labels),
+    subjects=np.asarray(subjects),
+    video_ids=np.asarray(video_ids),
+    class_names=np.asarray(class_names),
+  )
   plt = _pyplot()
   xy = pca_2d(features)
   fig, ax = plt.subplots(figsize=(6, 5))

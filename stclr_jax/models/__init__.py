@@ -1,4 +1,5 @@
 """Encoders and heads. Use :func:`make_encoder` to build an encoder by name."""
+
 from __future__ import annotations
 
 import jax
@@ -7,8 +8,13 @@ from flax import nnx
 from stclr_jax.models.contrastive import ContrastiveModel
 from stclr_jax.models.heads import LinearClassifier, ProjectionHead
 from stclr_jax.models.layers import BatchNorm, VideoConv
-from stclr_jax.models.video_resnet import (VideoResNet, mc3_18, midplanes,
-                                           r2plus1d_18, r3d_18)
+from stclr_jax.models.video_resnet import (
+  VideoResNet,
+  mc3_18,
+  midplanes,
+  r2plus1d_18,
+  r3d_18,
+)
 
 ENCODER_NAMES = ("r2plus1d_18", "r3d_18", "mc3_18")
 
@@ -28,7 +34,8 @@ def make_encoder(name: str, *, rngs: nnx.Rngs, **options) -> VideoResNet:
   elif name == "mc3_18":
     return mc3_18(rngs=rngs, **options)
   raise ValueError(
-      f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
+    f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}"
+  )
 
 
 def count_params(module: nnx.Module) -> int:
@@ -39,7 +46,17 @@ def count_params(module: nnx.Module) -> int:
 
 
 __all__ = [
-    "BatchNorm", "ContrastiveModel", "ENCODER_NAMES", "LinearClassifier", "ProjectionHead",
-    "VideoConv", "VideoResNet", "count_params", "make_encoder", "mc3_18",
-    "midplanes", "r2plus1d_18", "r3d_18",
+  "BatchNorm",
+  "ContrastiveModel",
+  "ENCODER_NAMES",
+  "LinearClassifier",
+  "ProjectionHead",
+  "VideoConv",
+  "VideoResNet",
+  "count_params",
+  "make_encoder",
+  "mc3_18",
+  "midplanes",
+  "r2plus1d_18",
+  "r3d_18",
 ]

@@ -1,4 +1,5 @@
 """Encoder f plus projection head g: the ST-CLR pretraining model."""
+
 from __future__ import annotations
 
 import jax
@@ -12,13 +13,22 @@ from stclr_jax.models.video_resnet import VideoResNet
 class ContrastiveModel(nnx.Module):
   """``z = g(f(x))``; the head is dropped for fine-tuning (``.encoder``)."""
 
-  def __init__(self, encoder: VideoResNet, *, proj_hidden: int | None = None,
-               proj_dim: int = 128, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    encoder: VideoResNet,
+    *,
+    proj_hidden: int | None = None,
+    proj_dim: int = 128,
+    rngs: nnx.Rngs,
+  ):
     self.encoder = encoder
-    self.head = ProjectionHead(encoder.features,
-                               hidden_features=proj_hidden or None,
-                               out_features=proj_dim, dtype=encoder.dtype,
-                               rngs=rngs)
+    self.head = ProjectionHead(
+      encoder.features,
+      hidden_features=proj_hidden or None,
+      out_features=proj_dim,
+      dtype=encoder.dtype,
+      rngs=rngs,
+    )
 
   def __call__(self, video_BxTxHxWxC: jax.Array):
     h = self.encoder(video_BxTxHxWxC)

@@ -1,5 +1,6 @@
 """Heads on top of the encoder's pooled feature h: the ST-CLR projection head
 g(h) (Sec. III-A.3) and the linear classifier used for fine-tuning."""
+
 from __future__ import annotations
 
 import jax
@@ -17,12 +18,23 @@ class ProjectionHead(nnx.Module):
   (as SimCLR's head for ResNets) and is configurable.
   """
 
-  def __init__(self, in_features: int, *, hidden_features: int | None = None,
-               out_features: int = 128, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    *,
+    hidden_features: int | None = None,
+    out_features: int = 128,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     hidden = hidden_features or in_features
-    dense = dict(dtype=dtype, param_dtype=param_dtype,
-                 kernel_init=initializers.lecun_normal, rngs=rngs)
+    dense = dict(
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=initializers.lecun_normal,
+      rngs=rngs,
+    )
     self.dense1 = nnx.Linear(in_features, hidden, **dense)
     self.dense2 = nnx.Linear(hidden, out_features, **dense)
 
@@ -37,11 +49,22 @@ class LinearClassifier(nnx.Module):
   bias. Logits are returned in float32.
   """
 
-  def __init__(self, in_features: int, num_classes: int, *,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    self.fc = nnx.Linear(in_features, num_classes, param_dtype=param_dtype,
-                         kernel_init=initializers.normal(0.01),
-                         bias_init=nnx.initializers.zeros, rngs=rngs)
+  def __init__(
+    self,
+    in_features: int,
+    num_classes: int,
+    *,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    self.fc = nnx.Linear(
+      in_features,
+      num_classes,
+      param_dtype=param_dtype,
+      kernel_init=initializers.normal(0.01),
+      bias_init=nnx.initializers.zeros,
+      rngs=rngs,
+    )
 
   def __call__(self, h_BxD: jax.Array) -> jax.Array:
     return self.fc(h_BxD.astype(jnp.float32))

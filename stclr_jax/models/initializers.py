@@ -10,6 +10,7 @@ instead seed a NumPy PCG64 generator with the raw bits of the JAX key, through
   any backend), and distinct keys give independent streams;
 * they cost milliseconds, and nothing at all under ``nnx.eval_shape``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,10 +38,12 @@ def host_normal(std_fn):
 
   def init(key, shape, dtype=jnp.float32):
     shape = tuple(int(s) for s in shape)
-    fn = functools.partial(_host_normal, shape=shape, std=float(std_fn(shape)),
-                           dtype=np.dtype(dtype))
-    return jax.pure_callback(fn, jax.ShapeDtypeStruct(shape, dtype),
-                             _key_bits(key))
+    fn = functools.partial(
+      _host_normal, shape=shape, std=float(std_fn(shape)), dtype=np.dtype(dtype)
+    )
+    return jax.pure_callback(
+      fn, jax.ShapeDtypeStruct(shape, dtype), _key_bits(key)
+    )
 
   return init
 
@@ -52,7 +55,8 @@ def _receptive(shape):
 # PyTorch kaiming_normal_(mode="fan_out", nonlinearity="relu"): torchvision's
 # initialisation of every video ResNet convolution. Kernels are (..., in, out).
 kaiming_normal_fan_out = host_normal(
-    lambda s: math.sqrt(2.0 / (s[-1] * _receptive(s))))
+  lambda s: math.sqrt(2.0 / (s[-1] * _receptive(s)))
+)
 
 # LeCun normal (std 1/sqrt(fan_in)), for dense layers.
 lecun_normal = host_normal(lambda s: 1.0 / math.sqrt(s[-2] * _receptive(s)))

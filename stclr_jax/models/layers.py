@@ -7,10 +7,11 @@ All tensors are channels-last: ``(batch, time, height, width, channels)``.
 Parameters are created in ``param_dtype`` (float32 by default) and cast to the
 compute ``dtype`` inside ``__call__`` (mixed precision).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,8 @@ def _triple(v: int | Sequence[int]) -> Triple:
 
 def _conv2d(x, w, strides, padding):
   return jax.lax.conv_general_dilated(
-      x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def _weight_grad_gemm(x, dy, kernel_hw, strides, padding):
@@ -48,13 +50,18 @@ def _weight_grad_gemm(x, dy, kernel_hw, strides, padding):
   n, ho, wo, co = dy.shape
   c = x.shape[-1]
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-  taps = [jax.lax.slice(xp, (0, i, j, 0),
-                        (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
-                        (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
+  taps = [
+    jax.lax.slice(
+      xp,
+      (0, i, j, 0),
+      (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+      (1, sh, sw, 1),
+    )
+    for i in range(kh)
+    for j in range(kw)
+  ]
   cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-  dw = jnp.einsum("nhwk,nhwo->ko", cols, dy,
-                  preferred_element_type=jnp.float32)
+  dw = jnp.einsum("nhwk,nhwo->ko", cols, dy, preferred_element_type=jnp.float32)
   return dw.reshape(kh, kw, c, co)
 
 
@@ -114,15 +121,21 @@ class VideoConv(nnx.Module):
   The tests check that values and gradients of all lowerings agree.
   """
 
-  def __init__(self, in_features: int, out_features: int,
-               kernel_size: int | Sequence[int], *,
-               strides: int | Sequence[int] = 1,
-               padding: int | Sequence[int] = 0,
-               dtype=jnp.float32, param_dtype=jnp.float32,
-               lowering: str = "auto", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: int | Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    lowering: str = "auto",
+    rngs: nnx.Rngs,
+  ):
     if lowering not in LOWERINGS:
-      raise ValueError(f"lowering must be one of {LOWERINGS}, got "
-                       f"{lowering!r}")
+      raise ValueError(f"lowering must be one of {LOWERINGS}, got {lowering!r}")
     self.in_features = in_features
     self.out_features = out_features
     self.kernel_size = _triple(kernel_size)
@@ -130,19 +143,27 @@ class VideoConv(nnx.Module):
     self.padding = _triple(padding)
     self.dtype = dtype
     self.lowering = lowering
-    self.kernel = nnx.Param(conv_kernel_init(
-        rngs.params(), (*self.kernel_size, in_features, out_features),
-        param_dtype))
+    self.kernel = nnx.Param(
+      conv_kernel_init(
+        rngs.params(),
+        (*self.kernel_size, in_features, out_features),
+        param_dtype,
+      )
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim != 5 or x.shape[-1] != self.in_features:
       raise ValueError(
-          f"VideoConv expects (batch, time, height, width, {self.in_features}),"
-          f" got shape {x.shape}")
+        f"VideoConv expects (batch, time, height, width, {self.in_features}),"
+        f" got shape {x.shape}"
+      )
     x = x.astype(self.dtype)
     w = self.kernel[...].astype(self.dtype)
     (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = (
-        self.kernel_size, self.strides, self.padding)
+      self.kernel_size,
+      self.strides,
+      self.padding,
+    )
     b, t, h, wd, c = x.shape
     lowering = self.lowering
     if lowering == "auto":
@@ -158,23 +179,35 @@ class VideoConv(nnx.Module):
     if lowering == "matmul" and kh == kw == 1 and ph == pw == 0:
       return self._temporal_matmul(x, w)
     return jax.lax.conv_general_dilated(
-        x, w, self.strides, [(p, p) for p in self.padding],
-        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+      x,
+      w,
+      self.strides,
+      [(p, p) for p in self.padding],
+      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+    )
 
   def _temporal_matmul(self, x, w):
     """``(kt, 1, 1)`` convolution as time-tap concatenation + one matmul."""
     (kt, _, _), (st, sh, sw), (pt, _, _) = (
-        self.kernel_size, self.strides, self.padding)
+      self.kernel_size,
+      self.strides,
+      self.padding,
+    )
     if (sh, sw) != (1, 1):
       x = x[:, :, ::sh, ::sw]
     if pt:
       x = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
     t_out = (x.shape[1] - kt) // st + 1
-    taps = [jax.lax.slice_in_dim(x, k, k + st * (t_out - 1) + 1, st, axis=1)
-            for k in range(kt)]
+    taps = [
+      jax.lax.slice_in_dim(x, k, k + st * (t_out - 1) + 1, st, axis=1)
+      for k in range(kt)
+    ]
     cols = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)
-    return jnp.einsum("bthwc,co->bthwo", cols,
-                      w.reshape(kt * self.in_features, self.out_features))
+    return jnp.einsum(
+      "bthwc,co->bthwo",
+      cols,
+      w.reshape(kt * self.in_features, self.out_features),
+    )
 
 
 class BatchNorm(nnx.Module):
@@ -193,10 +226,18 @@ class BatchNorm(nnx.Module):
     the running statistics are updated with the mean over groups.
   """
 
-  def __init__(self, num_features: int, *, momentum: float = 0.1,
-               epsilon: float = 1e-5, num_groups: int = 1,
-               dtype=jnp.float32, param_dtype=jnp.float32,
-               use_running_average: bool = False, rngs: nnx.Rngs | None = None):
+  def __init__(
+    self,
+    num_features: int,
+    *,
+    momentum: float = 0.1,
+    epsilon: float = 1e-5,
+    num_groups: int = 1,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    use_running_average: bool = False,
+    rngs: nnx.Rngs | None = None,
+  ):
     del rngs  # deterministic initialisation, as PyTorch
     self.num_features = num_features
     self.momentum = momentum
@@ -218,20 +259,24 @@ class BatchNorm(nnx.Module):
       g = self.num_groups
       if x.shape[0] % g:
         raise ValueError(
-            f"batch {x.shape[0]} is not divisible by num_groups={g}")
+          f"batch {x.shape[0]} is not divisible by num_groups={g}"
+        )
       xg = x.astype(jnp.float32).reshape(g, x.shape[0] // g, *x.shape[1:])
       axes = tuple(range(1, xg.ndim - 1))
       gmean = jnp.mean(xg, axis=axes, keepdims=True)
-      gvar = jnp.maximum(
-          jnp.mean(jnp.square(xg), axis=axes, keepdims=True)
-          - jnp.square(gmean), 0.0)
+      # Centred (two-pass): E[(x - mean)^2]. The one-pass E[x^2] - mean^2
+      # loses precision as mean^2 / var grows, by an amount that depends on
+      # how the reduction is split across devices (BENCHMARKS.md).
+      gvar = jnp.mean(jnp.square(xg - gmean), axis=axes, keepdims=True)
       n = xg.size // (g * self.num_features)
       bessel = n / max(n - 1, 1)
       m = self.momentum
-      self.mean[...] = ((1 - m) * self.mean[...]
-                        + m * jnp.mean(gmean, axis=tuple(range(xg.ndim - 1))))
-      self.var[...] = ((1 - m) * self.var[...] + m * bessel
-                       * jnp.mean(gvar, axis=tuple(range(xg.ndim - 1))))
+      self.mean[...] = (1 - m) * self.mean[...] + m * jnp.mean(
+        gmean, axis=tuple(range(xg.ndim - 1))
+      )
+      self.var[...] = (1 - m) * self.var[...] + m * bessel * jnp.mean(
+        gvar, axis=tuple(range(xg.ndim - 1))
+      )
       # Fold the normalisation into one multiply-add per element.
       mul = jax.lax.rsqrt(gvar + self.epsilon) * self.scale[...]
       add = self.bias[...] - gmean * mul

@@ -6,6 +6,7 @@ paper), without the classifier. Input is channels-last
 ``(batch, time, height, width, 3)``; output is the globally average-pooled
 feature ``(batch, 512 * width)``.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -29,17 +30,20 @@ def midplanes(in_planes: int, out_planes: int, t: int = 3, d: int = 3) -> int:
   Chosen so that the (2+1)D factorisation has the parameter count of the full
   ``t x d x d`` 3-D convolution: ``floor(t*d*d*Mi_1*Mi / (d*d*Mi_1 + t*Mi))``.
   """
-  return (t * d * d * in_planes * out_planes) // (d * d * in_planes
-                                                  + t * out_planes)
+  return (t * d * d * in_planes * out_planes) // (
+    d * d * in_planes + t * out_planes
+  )
 
 
 class _ConvBN(nnx.Module):
   """Convolution, BatchNorm and optionally ReLU."""
 
-  def __init__(self, cin, cout, kernel, strides, padding, *, relu, bn_kw,
-               conv_kw, rngs):
-    self.conv = VideoConv(cin, cout, kernel, strides=strides, padding=padding,
-                          rngs=rngs, **conv_kw)
+  def __init__(
+    self, cin, cout, kernel, strides, padding, *, relu, bn_kw, conv_kw, rngs
+  ):
+    self.conv = VideoConv(
+      cin, cout, kernel, strides=strides, padding=padding, rngs=rngs, **conv_kw
+    )
     self.bn = BatchNorm(cout, **bn_kw)
     self.relu = relu
 
@@ -55,22 +59,46 @@ class _SpatioTemporalConv(nnx.Module):
   ``3d``: one (3,3,3) conv. ``2d``: one (1,3,3) conv (no temporal extent).
   """
 
-  def __init__(self, kind: BlockKind, cin, cout, mid, stride, *, bn_kw,
-               conv_kw, rngs):
+  def __init__(
+    self, kind: BlockKind, cin, cout, mid, stride, *, bn_kw, conv_kw, rngs
+  ):
     s = stride
     self.kind = kind
     if kind == "2plus1d":
-      self.spatial = _ConvBN(cin, mid, (1, 3, 3), (1, s, s), (0, 1, 1),
-                             relu=True, bn_kw=bn_kw, conv_kw=conv_kw,
-                             rngs=rngs)
-      self.temporal = VideoConv(mid, cout, (3, 1, 1), strides=(s, 1, 1),
-                                padding=(1, 0, 0), rngs=rngs, **conv_kw)
+      self.spatial = _ConvBN(
+        cin,
+        mid,
+        (1, 3, 3),
+        (1, s, s),
+        (0, 1, 1),
+        relu=True,
+        bn_kw=bn_kw,
+        conv_kw=conv_kw,
+        rngs=rngs,
+      )
+      self.temporal = VideoConv(
+        mid,
+        cout,
+        (3, 1, 1),
+        strides=(s, 1, 1),
+        padding=(1, 0, 0),
+        rngs=rngs,
+        **conv_kw,
+      )
     elif kind == "3d":
-      self.conv = VideoConv(cin, cout, (3, 3, 3), strides=s, padding=1,
-                            rngs=rngs, **conv_kw)
+      self.conv = VideoConv(
+        cin, cout, (3, 3, 3), strides=s, padding=1, rngs=rngs, **conv_kw
+      )
     elif kind == "2d":
-      self.conv = VideoConv(cin, cout, (1, 3, 3), strides=(1, s, s),
-                            padding=(0, 1, 1), rngs=rngs, **conv_kw)
+      self.conv = VideoConv(
+        cin,
+        cout,
+        (1, 3, 3),
+        strides=(1, s, s),
+        padding=(0, 1, 1),
+        rngs=rngs,
+        **conv_kw,
+      )
     else:
       raise ValueError(f"unknown block kind {kind!r}")
 
@@ -88,20 +116,32 @@ class BasicBlock(nnx.Module):
   strides or changes width, the shortcut is a strided 1x1x1 convolution + BN.
   """
 
-  def __init__(self, kind: BlockKind, cin: int, cout: int, stride: int, *,
-               bn_kw, conv_kw, rngs):
+  def __init__(
+    self,
+    kind: BlockKind,
+    cin: int,
+    cout: int,
+    stride: int,
+    *,
+    bn_kw,
+    conv_kw,
+    rngs,
+  ):
     mid = midplanes(cin, cout)
-    self.conv1 = _SpatioTemporalConv(kind, cin, cout, mid, stride,
-                                     bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs)
+    self.conv1 = _SpatioTemporalConv(
+      kind, cin, cout, mid, stride, bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs
+    )
     self.bn1 = BatchNorm(cout, **bn_kw)
-    self.conv2 = _SpatioTemporalConv(kind, cout, cout, mid, 1,
-                                     bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs)
+    self.conv2 = _SpatioTemporalConv(
+      kind, cout, cout, mid, 1, bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs
+    )
     self.bn2 = BatchNorm(cout, **bn_kw)
     if stride != 1 or cin != cout:
       # torchvision: (s,s,s) for 3d and (2+1)d blocks, (1,s,s) for 2d ones.
       ds = (1, stride, stride) if kind == "2d" else (stride,) * 3
-      self.downsample = _ConvBN(cin, cout, 1, ds, 0, relu=False, bn_kw=bn_kw,
-                                conv_kw=conv_kw, rngs=rngs)
+      self.downsample = _ConvBN(
+        cin, cout, 1, ds, 0, relu=False, bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs
+      )
     else:
       self.downsample = None
 
@@ -127,12 +167,20 @@ class VideoResNet(nnx.Module):
       or the number of groups (devices) for per-group statistics.
   """
 
-  def __init__(self, stem: Literal["2plus1d", "3d"],
-               stage_kinds: tuple[BlockKind, ...], *, width: float = 1.0,
-               dtype=jnp.float32, param_dtype=jnp.float32,
-               bn_momentum: float = 0.1, bn_epsilon: float = 1e-5,
-               bn_groups: int = 1, conv_lowering: str = "auto",
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    stem: Literal["2plus1d", "3d"],
+    stage_kinds: tuple[BlockKind, ...],
+    *,
+    width: float = 1.0,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    bn_momentum: float = 0.1,
+    bn_epsilon: float = 1e-5,
+    bn_groups: int = 1,
+    conv_lowering: str = "auto",
+    rngs: nnx.Rngs,
+  ):
     if len(stage_kinds) != 4:
       raise ValueError(f"need 4 stage kinds, got {stage_kinds}")
     if width <= 0:
@@ -141,24 +189,54 @@ class VideoResNet(nnx.Module):
     def scaled(c):
       return max(1, int(round(c * width)))
 
-    bn_kw = dict(momentum=bn_momentum, epsilon=bn_epsilon,
-                 num_groups=bn_groups, dtype=dtype, param_dtype=param_dtype)
-    conv_kw = dict(dtype=dtype, param_dtype=param_dtype,
-                   lowering=conv_lowering)
+    bn_kw = dict(
+      momentum=bn_momentum,
+      epsilon=bn_epsilon,
+      num_groups=bn_groups,
+      dtype=dtype,
+      param_dtype=param_dtype,
+    )
+    conv_kw = dict(dtype=dtype, param_dtype=param_dtype, lowering=conv_lowering)
     widths = [scaled(c) for c in STAGE_WIDTHS]
     self.dtype = dtype
     self.features = widths[-1]
     if stem == "2plus1d":
       self.stem = nnx.Sequential(
-          _ConvBN(3, scaled(R2PLUS1D_STEM_MID), (1, 7, 7), (1, 2, 2),
-                  (0, 3, 3), relu=True, bn_kw=bn_kw, conv_kw=conv_kw,
-                  rngs=rngs),
-          _ConvBN(scaled(R2PLUS1D_STEM_MID), widths[0], (3, 1, 1), 1,
-                  (1, 0, 0), relu=True, bn_kw=bn_kw, conv_kw=conv_kw,
-                  rngs=rngs))
+        _ConvBN(
+          3,
+          scaled(R2PLUS1D_STEM_MID),
+          (1, 7, 7),
+          (1, 2, 2),
+          (0, 3, 3),
+          relu=True,
+          bn_kw=bn_kw,
+          conv_kw=conv_kw,
+          rngs=rngs,
+        ),
+        _ConvBN(
+          scaled(R2PLUS1D_STEM_MID),
+          widths[0],
+          (3, 1, 1),
+          1,
+          (1, 0, 0),
+          relu=True,
+          bn_kw=bn_kw,
+          conv_kw=conv_kw,
+          rngs=rngs,
+        ),
+      )
     elif stem == "3d":
-      self.stem = _ConvBN(3, widths[0], (3, 7, 7), (1, 2, 2), (1, 3, 3),
-                          relu=True, bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs)
+      self.stem = _ConvBN(
+        3,
+        widths[0],
+        (3, 7, 7),
+        (1, 2, 2),
+        (1, 3, 3),
+        relu=True,
+        bn_kw=bn_kw,
+        conv_kw=conv_kw,
+        rngs=rngs,
+      )
     else:
       raise ValueError(f"unknown stem {stem!r}")
     blocks = []
@@ -166,16 +244,21 @@ class VideoResNet(nnx.Module):
     for i, (kind, cout) in enumerate(zip(stage_kinds, widths)):
       for j in range(BLOCKS_PER_STAGE):
         stride = 2 if (i > 0 and j == 0) else 1
-        blocks.append(BasicBlock(kind, cin, cout, stride, bn_kw=bn_kw,
-                                 conv_kw=conv_kw, rngs=rngs))
+        blocks.append(
+          BasicBlock(
+            kind, cin, cout, stride, bn_kw=bn_kw, conv_kw=conv_kw, rngs=rngs
+          )
+        )
         cin = cout
     self.blocks = nnx.List(blocks)
 
   def __call__(self, video_BxTxHxWxC: jax.Array) -> jax.Array:
     x = video_BxTxHxWxC
     if x.ndim != 5 or x.shape[-1] != 3:
-      raise ValueError("expected a clip batch (batch, time, height, width, 3),"
-                       f" got shape {x.shape}")
+      raise ValueError(
+        "expected a clip batch (batch, time, height, width, 3),"
+        f" got shape {x.shape}"
+      )
     x = self.stem(x.astype(self.dtype))
     for block in self.blocks:
       x = block(x)

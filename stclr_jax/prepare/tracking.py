@@ -18,10 +18,11 @@ The boxes are then smoothed over time within each uncut stretch by a
 Gaussian-weighted local linear fit, which removes jitter but keeps steady
 motion (and zoom) without lag.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,10 +32,10 @@ CHOICES = ("auto", "largest", "persistent")
 
 @dataclasses.dataclass(frozen=True)
 class TrackParams:
-  detect_every: int = 1   # run the detector on every k-th frame
-  max_gap: int = 12       # longest face-less gap (frames) that is bridged
-  smooth: float = 2.0     # Gaussian sigma in frames; 0 = no smoothing
-  choose: str = "auto"    # auto (size x frames) | largest | persistent
+  detect_every: int = 1  # run the detector on every k-th frame
+  max_gap: int = 12  # longest face-less gap (frames) that is bridged
+  smooth: float = 2.0  # Gaussian sigma in frames; 0 = no smoothing
+  choose: str = "auto"  # auto (size x frames) | largest | persistent
 
   def __post_init__(self):
     if self.detect_every < 1:
@@ -44,16 +45,15 @@ class TrackParams:
     if self.smooth < 0:
       raise ValueError(f"smooth must be >= 0, got {self.smooth}")
     if self.choose not in CHOICES:
-      raise ValueError(f"choose must be one of {CHOICES}, got "
-                       f"{self.choose!r}")
+      raise ValueError(f"choose must be one of {CHOICES}, got {self.choose!r}")
 
 
 @dataclasses.dataclass
 class Track:
-  boxes_Tx3: np.ndarray   # (cx, cy, side) per frame; NaN where cut
-  states: str             # one of D/I/B/C per frame
-  faces_seen: int         # distinct face tracks found
-  frames_examined: int    # frames the detector ran on
+  boxes_Tx3: np.ndarray  # (cx, cy, side) per frame; NaN where cut
+  states: str  # one of D/I/B/C per frame
+  faces_seen: int  # distinct face tracks found
+  frames_examined: int  # frames the detector ran on
   gaps_bridged: int = 0
   frames_bridged: int = 0
   segments_cut: int = 0
@@ -67,8 +67,14 @@ class Track:
 def square(boxes_Kx5: np.ndarray) -> np.ndarray:
   """``(x0, y0, x1, y1, score)`` -> ``(cx, cy, side)``, side = longer edge."""
   b = np.asarray(boxes_Kx5, np.float64).reshape(-1, 5)
-  return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
-                   np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])], -1)
+  return np.stack(
+    [
+      (b[:, 0] + b[:, 2]) / 2,
+      (b[:, 1] + b[:, 3]) / 2,
+      np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]),
+    ],
+    -1,
+  )
 
 
 def _distance(a, b) -> float:
@@ -90,7 +96,7 @@ def link(detections: dict[int, np.ndarray], max_skip: int) -> list[dict]:
     dets = np.asarray(detections[t]).reshape(-1, 5)
     used = set()
     for i in np.argsort(-dets[:, 4], kind="stable"):
-      box = square(dets[i:i + 1])[0]
+      box = square(dets[i : i + 1])[0]
       best, best_key = None, (2, 0.0)
       for j, tr in enumerate(tracks):
         last = max(tr)
@@ -112,10 +118,15 @@ def link(detections: dict[int, np.ndarray], max_skip: int) -> list[dict]:
 def choose(tracks: Sequence[dict], how: str = "auto") -> dict:
   """The track of the largest (mean side), most persistent (most frames) or,
   for ``auto``, biggest sum of sides over frames."""
+
   def key(tr):
     n, mean = len(tr), float(np.mean([b[2] for b in tr.values()]))
-    return {"largest": (mean, n), "persistent": (n, mean),
-            "auto": (n * mean, n)}[how]
+    return {
+      "largest": (mean, n),
+      "persistent": (n, mean),
+      "auto": (n * mean, n),
+    }[how]
+
   return max(tracks, key=key)
 
 
@@ -145,9 +156,11 @@ def smooth_boxes(boxes_Nx3: np.ndarray, sigma: float) -> np.ndarray:
   return out
 
 
-def follow(num_frames: int,
-           detect: Callable[[Sequence[int]], Sequence[np.ndarray]],
-           params: TrackParams = TrackParams()) -> Track:
+def follow(
+  num_frames: int,
+  detect: Callable[[Sequence[int]], Sequence[np.ndarray]],
+  params: TrackParams = TrackParams(),
+) -> Track:
   """One face box per frame of a video of ``num_frames`` frames.
 
   ``detect(frame_indices)`` returns one ``(K, 5)`` box array per index. With
@@ -163,14 +176,23 @@ def follow(num_frames: int,
   states = np.full(num_frames, CUT)
   boxes = np.full((num_frames, 3), np.nan)
   if not tracks:
-    return Track(boxes, "".join(states), 0, len(examined),
-                 segments_cut=1, frames_cut=num_frames)
+    return Track(
+      boxes,
+      "".join(states),
+      0,
+      len(examined),
+      segments_cut=1,
+      frames_cut=num_frames,
+    )
   face = dict(choose(tracks, params.choose))
 
   if k > 1:  # examine every frame next to a detection frame that missed
-    todo = [t for t in range(num_frames) if t not in examined
-            and not ((t // k) * k in face and min((t // k + 1) * k, t_max)
-                     in face)]
+    todo = [
+      t
+      for t in range(num_frames)
+      if t not in examined
+      and not ((t // k) * k in face and min((t // k + 1) * k, t_max) in face)
+    ]
     if todo:
       examined.update(todo)
       seen = np.array(sorted(face))
@@ -187,7 +209,7 @@ def follow(num_frames: int,
   for s, e in _runs(states != DETECTED):
     idx = np.arange(s, e)
     if not any(t in examined for t in idx):
-      kind = INTERPOLATED                  # between two grid detections
+      kind = INTERPOLATED  # between two grid detections
     elif e - s <= params.max_gap:
       kind = BRIDGED
       track.gaps_bridged += 1

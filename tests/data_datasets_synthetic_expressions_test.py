@@ -1,5 +1,6 @@
 """synthetic_expressions: the TFDS build of the tiny config, determinism,
 neutral first frames, and no colour or position shortcut to the label."""
+
 import dataclasses
 
 import numpy as np
@@ -12,13 +13,15 @@ from stclr_jax.data.datasets import synthetic_faces
 
 TINY = se.CONFIGS["tiny"]
 # No head motion, even light, no noise: only the facial actions change.
-CLEAN = dataclasses.replace(TINY, name="clean", frame_size=48, head_motion=0.0,
-                            lighting=0.0, noise=0.0)
+CLEAN = dataclasses.replace(
+  TINY, name="clean", frame_size=48, head_motion=0.0, lighting=0.0, noise=0.0
+)
 
 
 def _build(data_dir, config="tiny"):
-  builder = tfds.builder(f"synthetic_expressions/{config}",
-                         data_dir=str(data_dir))
+  builder = tfds.builder(
+    f"synthetic_expressions/{config}", data_dir=str(data_dir)
+  )
   builder.download_and_prepare()
   return builder
 
@@ -43,13 +46,17 @@ def test_tiny_build_features_and_counts(tiny):
   by_subject = {}
   for vid, r in rows.items():
     v = r["video"]
-    assert v.dtype == np.uint8 and v.ndim == 4 and v.shape[1:] == (size,
-                                                                   size, 3)
+    assert (
+      v.dtype == np.uint8 and v.ndim == 4 and v.shape[1:] == (size, size, 3)
+    )
     assert TINY.min_frames <= r["num_frames"] <= TINY.max_frames
     assert r["num_frames"] == len(v)
     name = builder.info.features["label"].int2str(r["label"])
-    assert vid == f"S{r['subject_id']:03d}_{name}" == se.video_id(
-        int(r["subject_id"]), name)
+    assert (
+      vid
+      == f"S{r['subject_id']:03d}_{name}"
+      == se.video_id(int(r["subject_id"]), name)
+    )
     by_subject.setdefault(int(r["subject_id"]), []).append(int(r["label"]))
   assert sorted(by_subject) == list(range(1, s + 1))
   assert all(sorted(v) == list(range(6)) for v in by_subject.values())
@@ -61,8 +68,12 @@ def test_default_config_is_oulu_sized():
   builder = tfds.builder("synthetic_expressions", data_dir="/nonexistent")
   cfg = builder.builder_config
   assert cfg.name == "default"
-  assert (cfg.num_subjects, cfg.frame_size, cfg.min_frames,
-          cfg.max_frames) == (80, 112, 10, 40)
+  assert (cfg.num_subjects, cfg.frame_size, cfg.min_frames, cfg.max_frames) == (
+    80,
+    112,
+    10,
+    40,
+  )
   assert builder.info.features["video"].shape == (None, 112, 112, 3)
 
 
@@ -73,16 +84,17 @@ def test_build_is_deterministic_and_equals_generate_video(tiny, tmp_path):
   for vid, r in rows.items():
     np.testing.assert_array_equal(again[vid]["video"], r["video"])
   r = rows["S004_fear"]
-  np.testing.assert_array_equal(r["video"], se.generate_video(4, "fear",
-                                                              TINY))
+  np.testing.assert_array_equal(r["video"], se.generate_video(4, "fear", TINY))
 
 
 def test_generate_video_is_seeded():
   a = se.generate_video(2, "surprise", TINY)
   np.testing.assert_array_equal(a, se.generate_video(2, 5, TINY))
   other = se.generate_video(2, "surprise", dataclasses.replace(TINY, seed=1))
-  assert a.shape != other.shape or np.abs(
-      a.astype(int) - other.astype(int)).mean() > 5
+  assert (
+    a.shape != other.shape
+    or np.abs(a.astype(int) - other.astype(int)).mean() > 5
+  )
   # The same subject and expression in a bigger data set: the same video.
   bigger = dataclasses.replace(TINY, num_subjects=80)
   np.testing.assert_array_equal(a, se.generate_video(2, "surprise", bigger))
@@ -92,12 +104,12 @@ def test_generate_video_is_seeded():
 
 def test_sequences_start_neutral_and_end_expressive():
   for s in (1, 2, 3):
-    videos = [se.generate_video(s, e, CLEAN).astype(np.float32)
-              for e in range(6)]
+    videos = [
+      se.generate_video(s, e, CLEAN).astype(np.float32) for e in range(6)
+    ]
     first = np.stack([v[0] for v in videos])
     last = np.stack([v[-1] for v in videos])
-    np.testing.assert_array_equal(first, np.broadcast_to(first[0],
-                                                         first.shape))
+    np.testing.assert_array_equal(first, np.broadcast_to(first[0], first.shape))
     for i in range(6):
       for j in range(i):  # every pair of apexes differs
         assert np.abs(last[i] - last[j]).mean() > 0.2, (s, i, j)
@@ -112,25 +124,38 @@ def test_sequences_start_neutral_and_end_expressive():
 
 
 def test_no_colour_or_position_shortcut():
-  cfg = dataclasses.replace(TINY, num_subjects=30, frame_size=24,
-                            min_frames=4, max_frames=8)
-  stats = np.array([[se.generate_video(s, e, cfg).reshape(-1, 3).mean(0)
-                     for e in range(6)] for s in range(1, 31)])  # (S, 6, 3)
+  cfg = dataclasses.replace(
+    TINY, num_subjects=30, frame_size=24, min_frames=4, max_frames=8
+  )
+  stats = np.array(
+    [
+      [se.generate_video(s, e, cfg).reshape(-1, 3).mean(0) for e in range(6)]
+      for s in range(1, 31)
+    ]
+  )  # (S, 6, 3)
   between_videos = stats.reshape(-1, 3).std(0)
   class_dev = stats.mean(0) - stats.mean((0, 1))
   assert np.all(np.abs(class_dev) < 0.15 * between_videos), (
-      class_dev, between_videos)
+    class_dev,
+    between_videos,
+  )
   # Nor in the face's position, size, tilt or the light.
   nuisance = []
   for s in range(1, 31):
     subject = se.make_subject(s, cfg.seed)
     for e in range(6):
       _, pose, light = se.sample_sequence(
-          subject, e, np.random.default_rng([cfg.seed, s, 1 + e]), cfg)
-      nuisance.append([subject.identity.face_x + pose["dx"].mean(),
-                       subject.identity.face_y + pose["dy"].mean(),
-                       pose["scale"].mean(), pose["rot"].mean(),
-                       light["brightness"].mean()])
+        subject, e, np.random.default_rng([cfg.seed, s, 1 + e]), cfg
+      )
+      nuisance.append(
+        [
+          subject.identity.face_x + pose["dx"].mean(),
+          subject.identity.face_y + pose["dy"].mean(),
+          pose["scale"].mean(),
+          pose["rot"].mean(),
+          light["brightness"].mean(),
+        ]
+      )
   nuisance = np.array(nuisance).reshape(30, 6, -1)
   class_dev = nuisance.mean(0) - nuisance.mean((0, 1))
   assert np.all(np.abs(class_dev) < 0.6 * nuisance.reshape(180, -1).std(0))
@@ -140,10 +165,10 @@ def _skin_mask(video_cfg, subject_id):
   """Pixels of the first (neutral, unlit) frame showing bare skin."""
   subject = se.make_subject(subject_id, video_cfg.seed, video_cfg.framing)
   actions = {a: np.zeros(1) for a in synthetic_faces.ACTIONS}
-  pose = dict(dx=np.zeros(1), dy=np.zeros(1), rot=np.zeros(1),
-              scale=np.ones(1))
-  albedo = synthetic_faces.render(subject.identity, actions, pose,
-                                  video_cfg.frame_size)[:, 0]
+  pose = dict(dx=np.zeros(1), dy=np.zeros(1), rot=np.zeros(1), scale=np.ones(1))
+  albedo = synthetic_faces.render(
+    subject.identity, actions, pose, video_cfg.frame_size
+  )[:, 0]
   skin = np.asarray(subject.identity.skin, np.float32).reshape(3, 1, 1)
   return np.all(np.abs(albedo - skin) < 1e-4, axis=0), subject
 
@@ -158,10 +183,11 @@ def test_face_framing_is_a_face_crop_of_the_same_people():
     p_mask, p_subject = _skin_mask(portrait, s)
     f_mask, f_subject = _skin_mask(faces, s)
     # Same person: identity and expressiveness, only the framing differs.
-    assert dataclasses.replace(f_subject.identity, face_x=0, face_y=0,
-                               face_scale=0) == dataclasses.replace(
-                                   p_subject.identity, face_x=0, face_y=0,
-                                   face_scale=0)
+    assert dataclasses.replace(
+      f_subject.identity, face_x=0, face_y=0, face_scale=0
+    ) == dataclasses.replace(
+      p_subject.identity, face_x=0, face_y=0, face_scale=0
+    )
     assert f_subject.gains == p_subject.gains
     ratios.append(f_mask.mean() / p_mask.mean())
     cols = np.flatnonzero(f_mask.any(0))
@@ -172,12 +198,21 @@ def test_face_framing_is_a_face_crop_of_the_same_people():
   assert 1.8 < np.mean(ratios) < 2.3, ratios
   assert np.max(np.abs(offsets)) < 0.04, offsets
   # Videos differ from the portrait's, and the framing is seeded like them.
-  a = se.generate_video(3, "happiness", dataclasses.replace(TINY,
-                                                            framing="face"))
-  np.testing.assert_array_equal(a, se.generate_video(
-      3, "happiness", dataclasses.replace(TINY, framing="face")))
-  assert np.abs(a.astype(int) - se.generate_video(3, "happiness", TINY)
-                .astype(int)).mean() > 5
+  a = se.generate_video(
+    3, "happiness", dataclasses.replace(TINY, framing="face")
+  )
+  np.testing.assert_array_equal(
+    a,
+    se.generate_video(
+      3, "happiness", dataclasses.replace(TINY, framing="face")
+    ),
+  )
+  assert (
+    np.abs(
+      a.astype(int) - se.generate_video(3, "happiness", TINY).astype(int)
+    ).mean()
+    > 5
+  )
   with pytest.raises(ValueError, match="framing must be"):
     se.make_subject(1, 0, "closeup")
 
@@ -191,14 +226,17 @@ def test_people_makes_subjects_recordings_of_the_same_person():
   # The others look like subject 1 (same face, clothes and background) but
   # are their own sequences; in the usual data set they are other people.
   clean = dataclasses.replace(CLEAN, people=1)
-  neutral = [se.generate_video(s, "anger", clean)[0].astype(int)
-             for s in (1, 2, 3)]
-  usual = [se.generate_video(s, "anger", CLEAN)[0].astype(int)
-           for s in (1, 2, 3)]
+  neutral = [
+    se.generate_video(s, "anger", clean)[0].astype(int) for s in (1, 2, 3)
+  ]
+  usual = [
+    se.generate_video(s, "anger", CLEAN)[0].astype(int) for s in (1, 2, 3)
+  ]
   assert all(np.array_equal(neutral[0], n) for n in neutral[1:])
   assert all(np.abs(usual[0] - u).mean() > 10 for u in usual[1:])
   assert len({v.shape for v in first}) > 1 or any(
-      not np.array_equal(first[0], v) for v in first[1:])
+    not np.array_equal(first[0], v) for v in first[1:]
+  )
   two = dataclasses.replace(CLEAN, people=2)
   n = {s: se.generate_video(s, "fear", two)[0] for s in (1, 2, 3, 4)}
   np.testing.assert_array_equal(n[3], n[1])

@@ -6,7 +6,9 @@ Every detector takes a batch of RGB frames and returns, per frame, an array
 Scores are only comparable within one detector. Backends:
 
 * ``mtcnn``: MTCNN (``pip install mtcnn``; TensorFlow, weights in the wheel).
-  The default: the most accurate of the ones measured (bench/face_detectors.py).
+  The default: the most accurate of the four, and at ``min_face=40`` the
+  fastest (``bench/face_detectors.py``; figures in BENCHMARKS.md, "Face
+  detectors and ``prepare``").
 * ``haar``: OpenCV's Haar cascade ``haarcascade_frontalface_default.xml``
   (``pip install "opencv-python-headless<5"``; 5.x dropped the cascades).
 * ``dlib``: dlib's HOG + linear SVM frontal face detector (compiled into
@@ -15,14 +17,20 @@ Scores are only comparable within one detector. Backends:
   ships with scikit-image).
 
 To plug in another detector, subclass :class:`FaceDetector` (or pass any
-object with ``name`` and ``detect(frames)``) to ``prepare``.
+object with ``name`` and ``detect(frames)``) to ``prepare``. The backends'
+packages are imported when a detector is built: all but mtcnn are optional,
+and mtcnn imports TensorFlow (seconds), which the command line's ``--help``
+and the other detectors do without.
 """
+
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 DETECTORS = ("mtcnn", "haar", "dlib", "lbp")
 
@@ -53,12 +61,13 @@ def _boxes(rows) -> np.ndarray:
 
 
 def _needs(package: str, pip_name: str, backend: str):
-  import importlib
   try:
     return importlib.import_module(package)
   except ImportError as e:
-    raise ImportError(f"the {backend!r} face detector needs {package}: pip "
-                      f"install \"{pip_name}\"") from e
+    raise ImportError(
+      f"the {backend!r} face detector needs {package}: pip "
+      f"install \"{pip_name}\""
+    ) from e
 
 
 def _gray(frame):
@@ -77,35 +86,44 @@ class MtcnnDetector(FaceDetector):
 
   name = "mtcnn"
 
-  def __init__(self, min_face: int = 40, batch: int = 8,
-               thresholds=(0.6, 0.7, 0.8)):
+  def __init__(
+    self, min_face: int = 40, batch: int = 8, thresholds=(0.6, 0.7, 0.8)
+  ):
     super().__init__(min_face)
     mtcnn = _needs("mtcnn", "mtcnn>=1.0", self.name)
-    self._model = mtcnn.MTCNN(stages="face_and_landmarks_detection",
-                              device="CPU:0")
+    self._model = mtcnn.MTCNN(
+      stages="face_and_landmarks_detection", device="CPU:0"
+    )
     self.batch = batch
-    self._kw = dict(min_face_size=min(self.min_face, 20),
-                    threshold_pnet=thresholds[0], threshold_rnet=thresholds[1],
-                    threshold_onet=thresholds[2])
+    self._kw = dict(
+      min_face_size=min(self.min_face, 20),
+      threshold_pnet=thresholds[0],
+      threshold_rnet=thresholds[1],
+      threshold_onet=thresholds[2],
+    )
 
   def detect(self, frames):
     frames = list(frames)
     if self.min_face > 20 and frames:
       h, w = frames[0].shape[:2]
-      return detect_scaled(self._detect, frames,
-                           round(max(h, w) * 20 / self.min_face))
+      return detect_scaled(
+        self._detect, frames, round(max(h, w) * 20 / self.min_face)
+      )
     return self._detect(frames)
 
   def _detect(self, frames):
     out = []
     frames = [np.ascontiguousarray(f) for f in frames]
     for i in range(0, len(frames), self.batch):
-      chunk = frames[i:i + self.batch]
+      chunk = frames[i : i + self.batch]
       if len({f.shape for f in chunk}) > 1:  # MTCNN pads mixed sizes
         out += [self.detect_one(f) for f in chunk]
         continue
-      rows = np.asarray(self._model.detect_faces(
-          chunk, box_format="xyxy", output_type="numpy", **self._kw))
+      rows = np.asarray(
+        self._model.detect_faces(
+          chunk, box_format="xyxy", output_type="numpy", **self._kw
+        )
+      )
       rows = rows.reshape(-1, rows.shape[-1]) if rows.size else rows
       for j in range(len(chunk)):
         mine = rows[rows[:, 0] == j] if rows.size else rows
@@ -121,14 +139,20 @@ class HaarDetector(FaceDetector):
 
   name = "haar"
 
-  def __init__(self, min_face: int = 40, scale_factor: float = 1.1,
-               min_neighbors: int = 5,
-               cascade: str = "haarcascade_frontalface_default.xml"):
+  def __init__(
+    self,
+    min_face: int = 40,
+    scale_factor: float = 1.1,
+    min_neighbors: int = 5,
+    cascade: str = "haarcascade_frontalface_default.xml",
+  ):
     super().__init__(min_face)
     cv2 = _needs("cv2", "opencv-python-headless>=4.8,<5", self.name)
     if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
-      raise ImportError(f"OpenCV {cv2.__version__} has no Haar cascades; "
-                        "pip install \"opencv-python-headless<5\"")
+      raise ImportError(
+        f"OpenCV {cv2.__version__} has no Haar cascades; "
+        "pip install \"opencv-python-headless<5\""
+      )
     path = os.path.join(cv2.data.haarcascades, cascade)
     self._cascade = cv2.CascadeClassifier(path)
     if self._cascade.empty():
@@ -137,11 +161,18 @@ class HaarDetector(FaceDetector):
 
   def detect_one(self, frame_HxWx3):
     found, _, weights = self._cascade.detectMultiScale3(
-        _gray(frame_HxWx3), scaleFactor=self.scale_factor,
-        minNeighbors=self.min_neighbors,
-        minSize=(self.min_face, self.min_face), outputRejectLevels=True)
-    return _boxes([(x, y, x + w, y + h, float(s))
-                   for (x, y, w, h), s in zip(found, np.ravel(weights))])
+      _gray(frame_HxWx3),
+      scaleFactor=self.scale_factor,
+      minNeighbors=self.min_neighbors,
+      minSize=(self.min_face, self.min_face),
+      outputRejectLevels=True,
+    )
+    return _boxes(
+      [
+        (x, y, x + w, y + h, float(s))
+        for (x, y, w, h), s in zip(found, np.ravel(weights))
+      ]
+    )
 
 
 class DlibHogDetector(FaceDetector):
@@ -157,10 +188,15 @@ class DlibHogDetector(FaceDetector):
     self.upsample = 0 if self.min_face >= 80 else 1
 
   def detect_one(self, frame_HxWx3):
-    rects, scores, _ = self._det.run(np.ascontiguousarray(frame_HxWx3),
-                                     self.upsample, 0.0)
-    return _boxes([(r.left(), r.top(), r.right() + 1, r.bottom() + 1, s)
-                   for r, s in zip(rects, scores)])
+    rects, scores, _ = self._det.run(
+      np.ascontiguousarray(frame_HxWx3), self.upsample, 0.0
+    )
+    return _boxes(
+      [
+        (r.left(), r.top(), r.right() + 1, r.bottom() + 1, s)
+        for r, s in zip(rects, scores)
+      ]
+    )
 
 
 class LbpDetector(FaceDetector):
@@ -168,24 +204,33 @@ class LbpDetector(FaceDetector):
 
   name = "lbp"
 
-  def __init__(self, min_face: int = 40, scale_factor: float = 1.2,
-               min_neighbors: int = 4):
+  def __init__(
+    self, min_face: int = 40, scale_factor: float = 1.2, min_neighbors: int = 4
+  ):
     super().__init__(min_face)
     _needs("skimage", "scikit-image>=0.22", self.name)
     from skimage import data as skdata
     from skimage.feature import Cascade
+
     self._cascade = Cascade(skdata.lbp_frontal_face_cascade_filename())
     self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
 
   def detect_one(self, frame_HxWx3):
     h, w = frame_HxWx3.shape[:2]
     found = self._cascade.detect_multi_scale(
-        img=frame_HxWx3.astype(np.float32) / 255.0,
-        scale_factor=self.scale_factor, step_ratio=1,
-        min_size=(self.min_face, self.min_face), max_size=(h, w),
-        min_neighbor_number=self.min_neighbors)
-    return _boxes([(d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"],
-                    1.0) for d in found])
+      img=frame_HxWx3.astype(np.float32) / 255.0,
+      scale_factor=self.scale_factor,
+      step_ratio=1,
+      min_size=(self.min_face, self.min_face),
+      max_size=(h, w),
+      min_neighbor_number=self.min_neighbors,
+    )
+    return _boxes(
+      [
+        (d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"], 1.0)
+        for d in found
+      ]
+    )
 
 
 def make_detector(name: str = "mtcnn", min_face: int = 40) -> FaceDetector:
@@ -198,12 +243,12 @@ def make_detector(name: str = "mtcnn", min_face: int = 40) -> FaceDetector:
     return DlibHogDetector(min_face)
   elif name == "lbp":
     return LbpDetector(min_face)
-  raise ValueError(f"unknown face detector {name!r}; choose from "
-                   f"{DETECTORS}")
+  raise ValueError(f"unknown face detector {name!r}; choose from {DETECTORS}")
 
 
-def detect_scaled(detect, frames: Sequence[np.ndarray],
-                  max_side: int = 0) -> list[np.ndarray]:
+def detect_scaled(
+  detect, frames: Sequence[np.ndarray], max_side: int = 0
+) -> list[np.ndarray]:
   """``detect(frames)`` (e.g. a detector's ``detect``) on frames shrunk so
   their longer side is at most ``max_side`` (0: full size), with the boxes
   mapped back to full-size pixels."""
@@ -214,10 +259,10 @@ def detect_scaled(detect, frames: Sequence[np.ndarray],
   scale = max_side / max(h, w) if max_side and max(h, w) > max_side else 1.0
   if scale == 1.0:
     return detect(frames)
-  from PIL import Image
   size = (max(1, round(w * scale)), max(1, round(h * scale)))
-  small = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR))
-           for f in frames]
+  small = [
+    np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames
+  ]
   out = []
   for b in detect(small):
     b = b.copy()

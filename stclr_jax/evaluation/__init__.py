@@ -1,0 +1,17 @@
+"""The evaluation protocol (Sec. III-B of the paper), whole.
+
+* :mod:`~stclr_jax.evaluation.protocol`: the driver, ``evaluate(config,
+  workdir)`` (``python -m stclr_jax.main --mode=evaluate``): folds, phases,
+  resume, the report.
+* :mod:`~stclr_jax.evaluation.folds`: subject-independent k-fold and label
+  fractions.
+* :mod:`~stclr_jax.evaluation.linear`: the linear phase on frozen features.
+* :mod:`~stclr_jax.evaluation.finetune`: the classifier model, its jitted
+  forward and train step, and the fine-tuning phase of one fold.
+* :mod:`~stclr_jax.evaluation.supervised`: cross-entropy and the
+  reduce-on-plateau rule both phases share.
+* :mod:`~stclr_jax.evaluation.report`: accuracies, confusion matrices, plots.
+
+The encoder an evaluation starts from comes from
+:func:`stclr_jax.checkpoints.init_encoder`, as in pretraining.
+"""

@@ -1,0 +1,113 @@
+"""The linear phase: a linear layer trained on the frozen encoder's
+features, computed once per video in evaluation mode (BatchNorm running
+statistics) from the deterministic test view. A frozen encoder maps a clip
+to one feature, so this is the same model as running the encoder every
+step, without the cost.
+
+The plateau is measured on the training loss (mean per epoch): the folds
+have no validation part, and the test part must not steer training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from stclr_jax.evaluation import supervised
+
+
+def train_linear(
+  features,
+  labels,
+  num_classes: int,
+  *,
+  epochs: int,
+  batch_size: int,
+  learning_rate: float,
+  ev,
+  seed: int,
+  init_scale: float = 0.01,
+  standardize: bool = False,
+):
+  """The linear phase on frozen features: ``(W, b)`` and per-epoch logs.
+
+  W starts N(0, ``init_scale``) and b at zero, as ``LinearClassifier``;
+  minibatches are a seeded shuffle per epoch, full batches only; Adam with
+  the plateau-reduced learning rate (``ev``'s plateau fields).
+
+  ``standardize``: train on features standardised with the training set's
+  mean and std per dimension, then fold that affine map into the returned
+  ``(W, b)``, so they apply to the raw features: still one linear layer on
+  the frozen encoder, but well conditioned. Pooled ReLU features sit on a
+  large offset with a small spread, where Adam barely moves the training
+  loss off ln C; see BENCHMARKS.md ("Linear probe: standardised features")
+  and tests/evaluation_linear_test.py.
+  """
+  features = np.asarray(features, np.float32)
+  n, d = features.shape
+  if standardize:
+    mean = features.mean(0)
+    std = features.std(0)
+    std = np.where(std > 1e-6 * max(float(std.max()), 1e-30), std, 1.0)
+    features = (features - mean) / std
+  batch_size = min(batch_size, n)
+  steps = n // batch_size
+  tx = optax.scale_by_adam()
+  plateau = supervised.Plateau(ev)
+  rng = np.random.default_rng([seed, 0x11EA])
+  params = {
+    "w": jnp.asarray(rng.normal(0, init_scale, (d, num_classes)), jnp.float32),
+    "b": jnp.zeros((num_classes,), jnp.float32),
+  }
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, x, y, lr):
+    def loss_of(p):
+      return supervised.cross_entropy(x @ p["w"] + p["b"], y)
+
+    (loss, acc), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    updates = jax.tree.map(lambda u: -lr * u, updates)
+    return optax.apply_updates(params, updates), opt_state, loss, acc
+
+  x_all = jnp.asarray(features, jnp.float32)
+  y_all = jnp.asarray(labels, jnp.int32)
+  log = []
+  for epoch in range(epochs):
+    lr = learning_rate * plateau.scale
+    order = rng.permutation(n)[: steps * batch_size].reshape(steps, -1)
+    losses, accs = [], []
+    for idx in order:
+      params, opt_state, loss, acc = step(
+        params, opt_state, x_all[idx], y_all[idx], lr
+      )
+      losses.append(loss)
+      accs.append(acc)
+    mean_loss = float(np.mean(losses))
+    plateau.end_epoch(mean_loss)
+    log.append(
+      {
+        "epoch": epoch + 1,
+        "loss": mean_loss,
+        "accuracy": float(np.mean(accs)),
+        "lr": lr,
+      }
+    )
+  params = jax.device_get(params)
+  if standardize:  # W (x - m) / s + b == (W / s) x + (b - (m / s) W)
+    w = np.asarray(params["w"], np.float64) / std[:, None]
+    params = {
+      "w": w.astype(np.float32),
+      "b": (
+        np.asarray(params["b"], np.float64) - mean.astype(np.float64) @ w
+      ).astype(np.float32),
+    }
+  return params, log
+
+
+def linear_predict(params, features) -> np.ndarray:
+  """Predicted classes of ``features`` under ``(W, b)``."""
+  return np.argmax(np.asarray(features) @ params["w"] + params["b"], -1)

@@ -1,0 +1,328 @@
+"""The evaluation protocol's driver: ``evaluate(config, workdir)``
+(``python -m stclr_jax.main --mode=evaluate``).
+
+1. The encoder of ``config.init_from`` (a pretraining workdir: projection
+   head dropped; a converted Kinetics-400 checkpoint; or random weights: the
+   from-scratch baseline), and a new linear layer.
+2. k-fold cross-validation (by subject by default). In each fold, on
+   ``eval.label_fraction`` of the training videos (class-stratified):
+   the linear layer for ``eval.linear_epochs`` with the encoder frozen
+   (:mod:`~stclr_jax.evaluation.linear`), then (unless ``eval.linear_only``)
+   the whole model for ``eval.finetune_epochs``
+   (:mod:`~stclr_jax.evaluation.finetune`); Adam, reduce-on-plateau.
+3. Each finished fold is written to ``DIR/folds/fold_KK.json``; a rerun
+   skips the folds already there. ``DIR/report.json`` holds per-fold
+   accuracies, mean and std, per-class accuracy and the confusion matrix
+   summed over folds, for the linear probe and for fine-tuning;
+   ``DIR/confusion.png`` draws the final one; ``DIR/embeddings.{npz,png}``
+   hold the initial encoder's features of every video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from flax import nnx
+
+from stclr_jax import checkpoints
+from stclr_jax import mesh as mesh_lib
+from stclr_jax.data import input as input_lib
+from stclr_jax.data import pipeline
+from stclr_jax.evaluation import finetune, linear
+from stclr_jax.evaluation import folds as folds_lib
+from stclr_jax.evaluation import report as report_lib
+from stclr_jax.models import factory
+
+# Fields that choose what runs, not what a fold computes.
+_NOT_IN_FINGERPRINT = ("run_folds", "export_embeddings")
+
+
+def fingerprint(config) -> str:
+  """A hash of everything in ``config`` that changes a fold's result."""
+  c = json.loads(config.to_json_best_effort())
+  for k in _NOT_IN_FINGERPRINT:
+    c.get("eval", {}).pop(k, None)
+  digest = hashlib.sha256(json.dumps(c, sort_keys=True).encode())
+  return digest.hexdigest()[:16]
+
+
+def read_json(path: str):
+  """A JSON file, with an error naming it when it is corrupt."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(
+      f"{path}: not valid JSON ({e}); delete it to recompute"
+    ) from None
+
+
+def split_metadata(builder, split: str) -> dict:
+  """Labels, subject ids and video ids of a split, in reading order,
+  without decoding the frames."""
+  ds = builder.as_dataset(
+    split=split,
+    shuffle_files=False,
+    decoders={"video": tfds.decode.SkipDecoding()},
+  )
+  rows = {"label": [], "subject_id": [], "video_id": []}
+  for ex in ds.as_numpy_iterator():
+    rows["label"].append(int(ex["label"]))
+    rows["subject_id"].append(int(ex.get("subject_id", -1)))
+    vid = ex.get("video_id", b"")
+    rows["video_id"].append(
+      vid.decode() if isinstance(vid, bytes) else str(vid)
+    )
+  return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def _eval_batches(videos, n, indices, config, batch_size):
+  return pipeline.eval_dataset(
+    pipeline.select(videos, n, indices),
+    len(indices),
+    batch_size=batch_size,
+    clip_len=config.data.clip_len,
+    size=config.data.size,
+  ).as_numpy_iterator()
+
+
+def _check_workdir(config, workdir: str) -> str:
+  """The config's fingerprint, after checking that ``workdir`` holds no
+  folds of another config; records the config there."""
+  fp = fingerprint(config)
+  cfg_path = os.path.join(workdir, "eval_config.json")
+  if os.path.exists(cfg_path):
+    old = read_json(cfg_path).get("fingerprint")
+    if old != fp:
+      raise ValueError(
+        f"{workdir} holds folds of another evaluation config (fingerprint "
+        f"{old}, this one {fp}; see {cfg_path}): use a new --workdir"
+      )
+  report_lib.write_json(
+    cfg_path,
+    {"fingerprint": fp, "config": json.loads(config.to_json_best_effort())},
+  )
+  return fp
+
+
+def evaluate(config, workdir: str) -> dict:
+  """Runs (or resumes) the protocol; returns the report."""
+  if jax.process_count() > 1:
+    raise NotImplementedError(
+      "--mode=evaluate runs on one host (all its local devices); it was "
+      f"started on {jax.process_count()} processes"
+    )
+  ev = config.eval
+  fold_dir = os.path.join(workdir, "folds")
+  os.makedirs(fold_dir, exist_ok=True)
+  fp = _check_workdir(config, workdir)
+
+  builder = input_lib.prepared_builder(config.data)
+  split = config.data.split
+  n = builder.info.splits[split].num_examples
+  class_names = list(builder.info.features["label"].names)
+  meta = split_metadata(builder, split)
+  what = f"{config.data.name} ({split})"
+  fold_tests = folds_lib.make_folds(
+    ev.fold_by,
+    meta["label"],
+    meta["subject_id"],
+    ev.num_folds,
+    config.seed,
+    what,
+  )
+  run = folds_lib.parse_run_folds(ev.run_folds, ev.num_folds)
+  done = {}
+  for f in run:
+    path = os.path.join(fold_dir, f"fold_{f:02d}.json")
+    if os.path.exists(path):
+      done[f] = read_json(path)
+  todo = [f for f in run if f not in done]
+  logging.info(
+    "%d folds by %s; running %s (%d already done)",
+    ev.num_folds,
+    ev.fold_by,
+    run,
+    len(done),
+  )
+
+  mesh = mesh_lib.make_mesh()
+  pretrained = factory.create_model(config, mesh.size)
+  init_info = checkpoints.init_encoder(config, pretrained)
+  model = finetune.Classifier(
+    pretrained.encoder, len(class_names), rngs=nnx.Rngs(config.seed + 1)
+  )
+  runner = finetune.Runner(model, mesh, config.data.mean, config.data.std)
+  # Host copies: every fold starts from them (the train step donates).
+  params = jax.device_get(nnx.state(model, nnx.Param))
+  batch_stats = jax.device_get(nnx.state(model, nnx.BatchStat))
+  batch = config.batch_size - config.batch_size % mesh.size
+  if batch < mesh.size:
+    raise ValueError(
+      f"batch_size {config.batch_size} is smaller than the {mesh.size} devices"
+    )
+  videos = pipeline.cached_videos(
+    builder.as_dataset(split=split, shuffle_files=False),
+    config.data.cache_frame_size or None,
+  )
+
+  feats = None
+  emb_prefix = os.path.join(workdir, "embeddings")
+  if todo or (ev.export_embeddings and not os.path.exists(emb_prefix + ".npz")):
+    t0 = time.time()
+    feats, labels = runner.features(
+      (params, batch_stats),
+      _eval_batches(videos, n, np.arange(n), config, batch),
+    )
+    if not np.array_equal(labels, meta["label"]):
+      raise RuntimeError("internal: features are not in the split's order")
+    logging.info("features of %d videos in %.1fs", n, time.time() - t0)
+    if ev.export_embeddings:
+      report_lib.export_embeddings(
+        emb_prefix,
+        feats,
+        meta["label"],
+        meta["subject_id"],
+        meta["video_id"],
+        class_names,
+        title=f"initial encoder ({init_info['init']}) features, PCA",
+      )
+
+  tx = step_fn = None
+  for f in todo:
+    t0 = time.time()
+    test = fold_tests[f]
+    seed = config.seed * 1009 + f
+    train_idx = folds_lib.label_fraction(
+      folds_lib.train_indices(test, n),
+      meta["label"],
+      ev.label_fraction,
+      seed,
+    )
+    fb = min(batch, len(train_idx) - len(train_idx) % mesh.size)
+    lin, lin_log = linear.train_linear(
+      feats[train_idx],
+      meta["label"][train_idx],
+      len(class_names),
+      epochs=ev.linear_epochs,
+      batch_size=fb,
+      learning_rate=ev.linear_learning_rate,
+      ev=ev,
+      seed=seed,
+      standardize=ev.linear_standardize,
+    )
+    lin_cm = report_lib.confusion(
+      meta["label"][test],
+      linear.linear_predict(lin, feats[test]),
+      len(class_names),
+    )
+    result = {
+      "fold": f,
+      "fingerprint": fp,
+      "test_subjects": sorted(set(meta["subject_id"][test].tolist())),
+      "num_train": int(len(train_idx)),
+      "num_test": int(len(test)),
+      "test_video_ids": meta["video_id"][test].tolist(),
+      "linear": {
+        "confusion": lin_cm.tolist(),
+        "log": lin_log,
+        "accuracy": report_lib.accuracy(lin_cm),
+      },
+    }
+    if not ev.linear_only and ev.finetune_epochs > 0:
+      if step_fn is None:
+        tx, step_fn = runner.make_train_step(ev.learning_rate)
+      state, ft_log = finetune.finetune_fold(
+        runner,
+        step_fn,
+        tx,
+        params=finetune.with_head(params, lin["w"], lin["b"]),
+        batch_stats=batch_stats,
+        videos=videos,
+        num_videos=n,
+        train_idx=train_idx,
+        config=config,
+        batch_size=fb,
+        fold=f,
+      )
+      preds, labels = runner.predict(
+        (state.params, state.batch_stats),
+        _eval_batches(videos, n, test, config, batch),
+      )
+      cm = report_lib.confusion(labels, preds, len(class_names))
+      result["finetune"] = {
+        "confusion": cm.tolist(),
+        "accuracy": report_lib.accuracy(cm),
+        "log": ft_log,
+      }
+    result["seconds"] = round(time.time() - t0, 1)
+    report_lib.write_json(os.path.join(fold_dir, f"fold_{f:02d}.json"), result)
+    done[f] = result
+    logging.info(
+      "fold %d: linear %.3f%s (%.0fs)",
+      f,
+      result["linear"]["accuracy"],
+      f", fine-tuned {result['finetune']['accuracy']:.3f}"
+      if "finetune" in result
+      else "",
+      result["seconds"],
+    )
+  return write_report(
+    config, workdir, [done[f] for f in run], class_names, init_info
+  )
+
+
+def write_report(config, workdir, fold_results, class_names, init_info):
+  """``report.json`` and ``confusion.png`` over the folds run."""
+  ev = config.eval
+  rep = {
+    "init": init_info,
+    "data": config.data.name,
+    "encoder": config.model.encoder,
+    "width": config.model.width,
+    "fold_by": ev.fold_by,
+    "num_folds": ev.num_folds,
+    "folds_run": [r["fold"] for r in fold_results],
+    "label_fraction": ev.label_fraction,
+    "class_names": class_names,
+    "linear": report_lib.summarize(
+      [
+        {"fold": r["fold"], "confusion": r["linear"]["confusion"]}
+        for r in fold_results
+      ],
+      class_names,
+    ),
+  }
+  final = "linear"
+  if (
+    fold_results
+    and all("finetune" in r for r in fold_results)
+    and not ev.linear_only
+  ):
+    rep["finetune"] = report_lib.summarize(
+      [
+        {"fold": r["fold"], "confusion": r["finetune"]["confusion"]}
+        for r in fold_results
+      ],
+      class_names,
+    )
+    final = "finetune"
+  rep["final"] = final
+  rep["confusion_png"] = report_lib.confusion_png(
+    rep[final]["confusion"],
+    class_names,
+    os.path.join(workdir, "confusion.png"),
+    title=(
+      f"{final}, {len(fold_results)} folds: "
+      f"{100 * rep[final]['mean']:.1f} ± {100 * rep[final]['std']:.1f}%"
+    ),
+  )
+  report_lib.write_json(os.path.join(workdir, "report.json"), rep)
+  return rep

@@ -1,0 +1,63 @@
+"""The one place that builds a model from a config (``config.model``).
+
+Pretraining, evaluation, the configs' tests and the benchmarks all build
+their encoder here, so an architecture option means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from stclr_jax.models import make_encoder
+from stclr_jax.models.contrastive import ContrastiveModel
+from stclr_jax.models.video_resnet import VideoResNet
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """``config.model.dtype`` -> a jnp dtype, with an error naming the field."""
+  if name not in DTYPES:
+    raise ValueError(
+      f"config.model.dtype={name!r}: must be one of {sorted(DTYPES)}"
+    )
+  return DTYPES[name]
+
+
+def bn_groups_for(model_config, num_devices: int) -> int:
+  """BatchNorm statistics groups: one per device under
+  ``model.bn_per_device``, else one (global BatchNorm)."""
+  return num_devices if model_config.bn_per_device else 1
+
+
+def create_encoder(
+  model_config, *, rngs: nnx.Rngs, bn_groups: int = 1
+) -> VideoResNet:
+  """The encoder f of ``config.model`` (randomly initialised)."""
+  return make_encoder(
+    model_config.encoder,
+    width=model_config.width,
+    dtype=compute_dtype(model_config.dtype),
+    bn_groups=bn_groups,
+    rngs=rngs,
+  )
+
+
+def create_model(
+  config, num_devices: int = 1, bn_groups: int | None = None
+) -> ContrastiveModel:
+  """Encoder + projection head of ``config.model``, seeded by
+  ``config.seed``. BatchNorm groups default to :func:`bn_groups_for` with
+  ``num_devices`` (the mesh size)."""
+  m = config.model
+  rngs = nnx.Rngs(config.seed)
+  encoder = create_encoder(
+    m, rngs=rngs, bn_groups=bn_groups or bn_groups_for(m, num_devices)
+  )
+  return ContrastiveModel(
+    encoder,
+    proj_hidden=m.proj_hidden or None,
+    proj_dim=m.proj_dim,
+    rngs=rngs,
+  )

@@ -1,0 +1,163 @@
+"""The ST-CLR pretraining step, TensorFlow-free: the train state, its
+initialisation on a mesh, and the jitted sharded step.
+
+One ``jax.jit`` over a ``Mesh(('data',))`` (:mod:`stclr_jax.mesh`): the
+global batch of two views is sharded on ``'data'``; parameters and optimiser
+state are replicated and donated; BatchNorm statistics are global (or per
+device with ``model.bn_per_device``); NT-Xent all-gathers the negatives in
+``shard_map`` (:func:`stclr_jax.losses.make_sharded_nt_xent`).
+
+This module imports jax, flax, optax and the library's models and losses
+only, so the step runs where TensorFlow, TFDS, ml-collections and clu are
+not installed (the GPU benchmark image).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh
+
+from stclr_jax import losses as losses_lib
+from stclr_jax import mesh as mesh_lib
+
+
+@struct.dataclass
+class TrainState:
+  """What a step reads and writes; checkpointed as :meth:`to_dict`.
+
+  ``params``: the ``nnx.Param`` state; ``batch_stats``: the
+  ``nnx.BatchStat`` state (BatchNorm running statistics); ``opt_state``:
+  the optax state of ``params``; ``step``: steps taken (int32).
+  """
+
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  step: Any
+
+  def to_dict(self) -> dict:
+    """The checkpoint layout: a plain dict with the four fields."""
+    return {
+      "params": self.params,
+      "batch_stats": self.batch_stats,
+      "opt_state": self.opt_state,
+      "step": self.step,
+    }
+
+  @classmethod
+  def from_dict(cls, d: dict) -> TrainState:
+    return cls(
+      params=d["params"],
+      batch_stats=d["batch_stats"],
+      opt_state=d["opt_state"],
+      step=d["step"],
+    )
+
+
+def init_state(
+  model: nnx.Module, tx: optax.GradientTransformation, mesh: Mesh
+) -> tuple[nnx.GraphDef, TrainState]:
+  """``(graphdef, state)`` of ``model``, the state replicated on ``mesh``."""
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  state = TrainState(
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    step=np.int32(0),
+  )
+  return graphdef, mesh_lib.replicate(state, mesh)
+
+
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  lr_fn: Callable,
+  loss_fn: Callable,
+  mean: jax.Array,
+  std: jax.Array,
+) -> tuple[TrainState, dict]:
+  """One update on a global batch ``{"view_a", "view_b"}`` of
+  ``(B, T, H, W, 3)`` clips in [0, 1]; returns ``(state, metrics)``.
+
+  ``loss_fn(z_a, z_b) -> (loss, metrics)``. Metrics: the loss, the loss's
+  own metrics, the learning rate of this step, and the global norms of the
+  gradient, the new parameters and the update.
+  """
+
+  def normalize(x):
+    return (x - mean) / std
+
+  def loss_of(params):
+    # copy=True: fresh Variables at this trace level, which BatchNorm's
+    # statistics update may write to.
+    model = nnx.merge(graphdef, params, state.batch_stats, copy=True)
+    z_a, z_b = model.embed_views(
+      normalize(batch["view_a"]), normalize(batch["view_b"])
+    )
+    loss, metrics = loss_fn(z_a, z_b)
+    return loss, (metrics, nnx.state(model, nnx.BatchStat))
+
+  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+    loss_of, has_aux=True
+  )(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+    step=state.step + 1,
+  )
+  metrics = {
+    "loss": loss,
+    **metrics,
+    "learning_rate": lr_fn(state.step),
+    "grad_norm": optax.global_norm(grads),
+    "param_norm": optax.global_norm(params),
+    "update_norm": optax.global_norm(updates),
+  }
+  return new_state, metrics
+
+
+def make_train_step(
+  mesh: Mesh,
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  lr_fn: Callable,
+  state: TrainState,
+  *,
+  temperature: float,
+  mean=(0.0, 0.0, 0.0),
+  std=(1.0, 1.0, 1.0),
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """:func:`train_step` jitted on ``mesh``: state replicated and donated,
+  batch sharded on ``'data'``, NT-Xent (``temperature``) over the global
+  batch, input normalised with ``mean`` / ``std`` (per channel)."""
+  sharded_loss = losses_lib.make_sharded_nt_xent(mesh, mesh_lib.DATA_AXIS)
+  step = functools.partial(
+    train_step,
+    graphdef=graphdef,
+    tx=tx,
+    lr_fn=lr_fn,
+    loss_fn=functools.partial(sharded_loss, temperature=temperature),
+    mean=jnp.asarray(mean, jnp.float32),
+    std=jnp.asarray(std, jnp.float32),
+  )
+  replicated = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+  return jax.jit(
+    step,
+    in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
+    out_shardings=(replicated, mesh_lib.replicated(mesh)),
+    donate_argnums=(0,),
+  )

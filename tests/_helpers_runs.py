@@ -1,0 +1,56 @@
+"""Shared by the end-to-end tests that run the library as a command or in
+several processes: a small video_folder data set, the environment of a
+child process with N fake devices, the main command, and a checkpoint's
+contents."""
+
+import os
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def frames_dataset(root, n=12, t=(5, 9), size=24):
+  """A video_folder data set of random frame folders (fast to build)."""
+  rng = np.random.default_rng(0)
+  lines = ["path,label,subject"]
+  for i in range(n):
+    folder = os.path.join(root, f"v{i:02d}")
+    os.makedirs(folder)
+    for j in range(int(rng.integers(*t))):
+      Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(
+        os.path.join(folder, f"{j:03d}.png")
+      )
+    lines.append(f"v{i:02d},{['a', 'b', 'c'][i % 3]},s{i // 3}")
+  with open(os.path.join(root, "videos.csv"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return os.path.join(root, "videos.csv")
+
+
+def env(devices):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def main_cmd(workdir, overrides):
+  return [
+    sys.executable,
+    "-m",
+    "stclr_jax.main",
+    f"--config={ROOT}/configs/stclr_synthetic.py:tiny=1",
+    f"--workdir={workdir}",
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def checkpoint(workdir, step):
+  ckpt = ocp.StandardCheckpointer()
+  tree = ckpt.restore(
+    os.path.join(workdir, "checkpoints", str(step), "default")
+  )
+  return tree

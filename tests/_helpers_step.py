@@ -1,0 +1,48 @@
+"""Shared by the train-step and checkpoint tests: a tiny config, a batch
+of two views and the jitted step on a set of devices."""
+
+import numpy as np
+
+from configs import stclr_synthetic
+from stclr_jax import mesh as mesh_lib
+from stclr_jax import optim as optim_lib
+from stclr_jax import train_step as train_step_lib
+from stclr_jax.models import factory
+
+
+def config(**optim):
+  c = stclr_synthetic.get_config("tiny=1")
+  c.batch_size = 8
+  for k, v in optim.items():
+    setattr(c.optim, k, v)
+  return c
+
+
+def batch(seed=0, b=8):
+  rng = np.random.default_rng(seed)
+  base = rng.uniform(size=(b, 4, 32, 32, 3)).astype(np.float32)
+  noise = lambda: rng.normal(0, 0.05, base.shape).astype(np.float32)
+  return {
+    "view_a": np.clip(base + noise(), 0, 1),
+    "view_b": np.clip(base + noise(), 0, 1),
+  }
+
+
+def setup_step(config, devices, bn_groups=None):
+  """(mesh, state, jitted step) of ``config`` on ``devices``."""
+  mesh = mesh_lib.make_mesh(devices)
+  lr_fn = optim_lib.schedule(config.optim, 10, 100)
+  tx = optim_lib.make_optimizer(config.optim, lr_fn)
+  model = factory.create_model(config, mesh.size, bn_groups)
+  graphdef, state = train_step_lib.init_state(model, tx, mesh)
+  step = train_step_lib.make_train_step(
+    mesh,
+    graphdef,
+    tx,
+    lr_fn,
+    state,
+    temperature=config.loss.temperature,
+    mean=config.data.mean,
+    std=config.data.std,
+  )
+  return mesh, state, step

@@ -1,0 +1,88 @@
+"""The ``video_folder`` builder: videos and frame folders listed in a CSV,
+bad rows and files raised or recorded, truncated videos rejected."""
+
+import numpy as np
+import pytest
+from _helpers_video import build, truncate_at_packet, write_mp4, write_sequence
+
+from stclr_jax import video_io
+from stclr_jax.data.datasets import video_folder
+
+
+def test_video_folder_reads_videos_and_frame_folders(tmp_path):
+  frames = np.zeros((7, 32, 48, 3), np.uint8)
+  frames[:, :, :24] = 200
+  write_mp4(tmp_path / "a.mp4", frames, codec="mpeg4")
+  write_sequence(str(tmp_path / "clipB"), 4)
+  (tmp_path / "list.csv").write_text(
+    "path,label,subject,group\na.mp4,happy,S2,train\nclipB,sad,S1,test\n"
+  )
+  cfg = video_folder.VideoFolderConfig(
+    name="mine", csv_path=str(tmp_path / "list.csv")
+  )
+  b = build("video_folder", tmp_path / "tfds", config=cfg)
+  assert b.info.features["label"].names == ["happy", "sad"]
+  rows = {
+    r["video_id"].decode(): r
+    for r in b.as_dataset(split="train").as_numpy_iterator()
+  }
+  a = rows["a.mp4"]
+  assert a["video"].shape == (7, 32, 48, 3) and a["num_frames"] == 7
+  assert abs(int(a["video"][3, 16, 5, 0]) - 200) < 12  # lossy codec
+  assert a["subject_id"] == 1 and rows["clipB"]["subject_id"] == 0
+  assert rows["clipB"]["group"] == b"test"
+
+
+def test_video_folder_bad_rows_and_files(tmp_path):
+  write_sequence(str(tmp_path / "ok"), 3)
+  (tmp_path / "broken.mp4").write_bytes(b"\x00not a video" * 50)
+  csv_path = tmp_path / "l.csv"
+  csv_path.write_text("ok,happy\nmissing_label\n")
+  cfg = video_folder.VideoFolderConfig(name="x", csv_path=str(csv_path))
+  with pytest.raises(video_io.BadInputError, match=r"l.csv:2: expected"):
+    build("video_folder", tmp_path / "t1", config=cfg)
+  csv_path.write_text("ok,happy\n,sad\n")
+  with pytest.raises(video_io.BadInputError, match=r"l.csv:2: missing path"):
+    build("video_folder", tmp_path / "t2", config=cfg)
+  csv_path.write_text("ok,happy\nbroken.mp4,sad\nnope.avi,sad\n")
+  with pytest.raises(
+    video_io.BadInputError, match=r"l.csv:2: .*broken.mp4: cannot decode video"
+  ):
+    build("video_folder", tmp_path / "t3", config=cfg)
+  cfg = video_folder.VideoFolderConfig(
+    name="y", csv_path=str(csv_path), skip_bad=True
+  )
+  b = build("video_folder", tmp_path / "t4", config=cfg)
+  assert b.info.splits["train"].num_examples == 1
+  reasons = [r for _, r in b.info.metadata["skipped"]]
+  assert len(reasons) == 2 and "cannot decode video" in reasons[0]
+  assert "no such video file" in reasons[1]
+  with pytest.raises(ValueError, match="needs VideoFolderConfig"):
+    video_folder.read_rows(video_folder.VideoFolderConfig(name="z"))
+
+
+def test_video_folder_rejects_a_truncated_video(tmp_path):
+  """An mp4 with its index first, cut after 8 of its 12 frames, decodes
+  without an error; the frame count its container declares gives it away
+  (the reader ``prepare`` uses, now the builder's too)."""
+  frames = np.random.default_rng(0).integers(0, 256, (12, 32, 48, 3), np.uint8)
+  write_mp4(tmp_path / "cut.mp4", frames, faststart=True)
+  truncate_at_packet(tmp_path / "cut.mp4", 8)
+  write_sequence(str(tmp_path / "ok"), 3)
+  (tmp_path / "l.csv").write_text("ok,happy\ncut.mp4,sad\n")
+  cfg = video_folder.VideoFolderConfig(
+    name="x", csv_path=str(tmp_path / "l.csv")
+  )
+  with pytest.raises(
+    video_io.BadInputError,
+    match=r"l.csv:2: .*cut.mp4: truncated or corrupt: 8 of "
+    r"the 12 frames",
+  ):
+    build("video_folder", tmp_path / "t1", config=cfg)
+  cfg = video_folder.VideoFolderConfig(
+    name="y", csv_path=str(tmp_path / "l.csv"), skip_bad=True
+  )
+  b = build("video_folder", tmp_path / "t2", config=cfg)
+  assert b.info.splits["train"].num_examples == 1
+  ((path, reason),) = b.info.metadata["skipped"]
+  assert path.endswith("cut.mp4") and "truncated" in reason

@@ -1,0 +1,29 @@
+"""The reduce-on-plateau rule both supervised phases share
+(stclr_jax/evaluation/supervised.py), against PyTorch's."""
+
+import ml_collections
+import numpy as np
+import torch  # a test requirement (Makefile)
+
+from stclr_jax.evaluation import supervised
+
+
+def test_plateau_matches_pytorch_reduce_lr_on_plateau():
+  ev = ml_collections.ConfigDict(
+    {"plateau_factor": 0.1, "plateau_patience": 3, "plateau_rtol": 1e-4}
+  )
+  plateau = supervised.Plateau(ev)
+  opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+  # eps=0: PyTorch's default eps (1e-8) stops reducing an lr below ~1e-8.
+  ref = torch.optim.lr_scheduler.ReduceLROnPlateau(
+    opt, patience=3, factor=0.1, eps=0.0
+  )
+  losses = 2 + np.cumsum(np.random.default_rng(0).normal(0, 0.05, 60))
+  losses[10:16] = losses[9]  # an exact plateau too
+  ours, theirs = [], []
+  for loss in losses:
+    ours.append(plateau.end_epoch(float(loss)))
+    ref.step(float(loss))
+    theirs.append(opt.param_groups[0]["lr"])
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+  assert min(ours) < 1e-2  # it did reduce, more than once

@@ -1,0 +1,163 @@
+"""The ``prepare`` run: crops that follow the face, resuming from the
+records of an earlier run, a plug-in detector on frame folders listed in a
+CSV with parallel workers, and the arguments it refuses."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from _helpers_prepare import (
+  SETTINGS,
+  FixedDetector,
+  RedDetector,
+  red_square_frames,
+)
+from _helpers_video import read_csv, write_folder
+from PIL import Image
+
+from stclr_jax import video_io
+from stclr_jax.prepare import run
+
+
+def test_crop_follows_the_moving_face(prepared):
+  raw, out, _, frames, truth = prepared
+  for rec_path, order in (
+    ("happy/S1/astro", slice(None)),
+    ("sad/S3/take1", slice(None, None, -1)),
+  ):
+    with open(out / ".prepare" / (rec_path + ".json")) as f:
+      rec = json.load(f)
+    true = truth[order]
+    boxes = np.array(rec["boxes"])
+    assert rec["states"].count("D") >= 6 and "C" not in rec["states"]
+    err = np.hypot(*(boxes[:, :2] - true[:, :2]).T) / true[:, 2]
+    assert err.max() < 0.12, err  # centre within 12% of side
+    ratio = boxes[:, 2] / true[:, 2]
+    assert 0.8 < ratio.min() and ratio.max() < 1.4, ratio
+    assert np.ptp(ratio) < 0.15  # the zoom is followed
+    # The written frames are the crops of those boxes (with the margin), not
+    # of boxes a quarter face away.
+    clip = np.stack(
+      [
+        np.asarray(Image.open(p))
+        for p in video_io.list_frames(out / "clips" / rec_path)
+      ]
+    )
+    assert clip.shape == (12, 48, 48, 3)
+    src = frames[order]
+    for t in (0, 11):
+
+      def corr(box, t=t, src=src, clip=clip):
+        want = run.crop(src[t], box, 0.2, 48)
+        return np.corrcoef(clip[t].ravel(), want.ravel())[0, 1]
+
+      side = boxes[t, 2]
+      assert corr(boxes[t]) > 0.98
+      assert corr(boxes[t] + [side / 4, 0, 0]) < 0.8
+      assert corr(boxes[t] * [1, 1, 1.25]) < 0.8
+
+
+def _exploding(min_face):
+  raise AssertionError("a complete output was prepared again")
+
+
+def test_rerun_resumes(prepared, tmp_path):
+  raw, out0, _, _, _ = prepared
+  out = tmp_path / "out"
+  shutil.copytree(out0, out)
+  settings = run.Settings(**SETTINGS)
+  s = run.prepare(
+    str(raw), str(out), settings, progress=False, detector_factory=_exploding
+  )
+  assert s.reused == 5 and len(s.prepared) == 2
+  assert read_csv(out / "manifest.csv") == read_csv(out0 / "manifest.csv")
+  # An interrupted write: a clip with missing frames and a stale partial
+  # folder. Only that video is prepared again.
+  clip = out / "clips" / "happy" / "S1" / "astro"
+  os.remove(clip / "000011.jpg")
+  os.makedirs(str(clip) + ".partial")
+  FixedDetector.frames_seen = 0
+  s = run.prepare(
+    str(raw),
+    str(out),
+    settings,
+    progress=False,
+    detector_factory=lambda m: FixedDetector(m),
+  )
+  assert s.reused == 4 and FixedDetector.frames_seen == 7  # 12 frames, k=2
+  assert len(os.listdir(clip)) == 12 and not os.path.exists(
+    str(clip) + ".partial"
+  )
+  # Changed settings redo the work.
+  s = run.prepare(
+    str(raw),
+    str(out),
+    run.Settings(**dict(SETTINGS, size=32)),
+    progress=False,
+    detector_factory=lambda m: FixedDetector(m),
+  )
+  assert s.reused == 0
+  assert np.asarray(Image.open(clip / "000000.jpg")).shape == (32, 32, 3)
+
+
+def test_csv_input_parallel_workers_and_gaps(tmp_path):
+  raw = tmp_path / "raw"
+  write_folder(raw / "a", red_square_frames(20, missing=(4, 5)))
+  write_folder(raw / "b", red_square_frames(20, missing=range(8, 16)))
+  (raw / "list.csv").write_text(
+    "path,label,subject,group\na,pos,S1,train\nb,neg,S2,test\n"
+  )
+  settings = run.Settings(
+    detector="red", size=16, max_gap=3, min_face=12, folder_fps=30
+  )
+  s = run.prepare(
+    str(raw / "list.csv"),
+    str(tmp_path / "out"),
+    settings,
+    workers=2,
+    detector_factory=RedDetector,
+    progress=False,
+  )
+  assert [r["frames_kept"] for r in s.records] == [20, 12]
+  assert [(r["gaps_bridged"], r["segments_cut"]) for r in s.records] == [
+    (1, 0),
+    (0, 1),
+  ]
+  assert read_csv(tmp_path / "out" / "manifest.csv")[1:] == [
+    ["clips/a", "pos", "S1", "20", "20", "30"],
+    ["clips/b", "neg", "S2", "20", "12", "30"],
+  ]
+  assert read_csv(tmp_path / "out" / "videos.csv")[2] == [
+    "clips/b",
+    "neg",
+    "S2",
+    "test",
+  ]
+  assert (
+    "1 face-less gaps bridged (2 frames); 1 face-less segments cut "
+    "(8 frames)" in s.text()
+  )
+  # The red square is centred in every crop, bridged frames included.
+  for name in ("a", "b"):
+    clip = [
+      np.asarray(Image.open(p)).astype(int)
+      for p in video_io.list_frames(tmp_path / "out" / "clips" / name)
+    ]
+    red = [(f[..., 0] > 150) & (f[..., 1] < 90) for f in clip]
+    for i, m in enumerate(red):
+      if name == "a" and i in (4, 5):
+        assert not m.any()  # bridged frame, no face in it
+        continue
+      ys, xs = np.nonzero(m)
+      assert abs(xs.mean() - 7.5) < 1 and abs(ys.mean() - 7.5) < 1, (name, i)
+
+
+def test_bad_run_arguments_name_the_problem(tmp_path):
+  with pytest.raises(video_io.BadInputError, match="nope: --input must be"):
+    run.prepare(str(tmp_path / "nope"), str(tmp_path / "o"))
+  with pytest.raises(video_io.BadInputError, match="must not be inside"):
+    run.prepare(str(tmp_path), str(tmp_path / "out"))
+  with pytest.raises(ValueError, match="max_gap must be >= 0"):
+    run.Settings(max_gap=-1)
