@@ -80,8 +80,10 @@ def main():
     f"{shape} float32; largest relative error over channels vs float64, "
     f"max over {a.seeds} seeds"
   )
-  print("| mean^2/var | one-pass, 1 dev | one-pass, 8 dev | centred, 1 dev "
-        "| centred, 8 dev |")
+  print(
+    "| mean^2/var | one-pass, 1 dev | one-pass, 8 dev | centred, 1 dev "
+    "| centred, 8 dev |"
+  )
   print("| --- | --- | --- | --- | --- |")
   for ratio in [float(r) for r in a.ratios.split(",")]:
     errors = {}
@@ -94,8 +96,9 @@ def main():
           err = max_rel_error(jax.jit(fn)(xs), x)
           key = (name, n)
           errors[key] = max(errors.get(key, 0.0), err)
-    cells = [f"{errors[(m, n)]:.1e}" for m in ("one-pass", "centred")
-             for n in (1, 8)]
+    cells = [
+      f"{errors[(m, n)]:.1e}" for m in ("one-pass", "centred") for n in (1, 8)
+    ]
     print(f"| {ratio:g} | " + " | ".join(cells) + " |")
 
 

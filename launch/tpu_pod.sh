@@ -2,7 +2,9 @@
 # Pretraining on a Cloud TPU VM slice: create it (or reuse it), install the
 # package on every worker, and start the same command on all of them.
 # stclr_jax.main calls jax.distributed.initialize(), which finds the other
-# TPU workers by itself.
+# TPU workers by itself. A preempted or stopped TPU VM sends SIGTERM to its
+# processes; the training loop saves a checkpoint at a step every worker
+# agrees on (JAX's preemption sync) and exits; rerun to resume.
 #
 #   TPU_NAME=stclr-v4-32 ZONE=us-central2-b ACCELERATOR=v4-32 \
 #     launch/tpu_pod.sh configs/stclr_oulu.py gs://bucket/stclr/run1 \

@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from stclr_jax import models
-from stclr_jax.convert import torchvision as tv
+from stclr_jax.convert import converted
 from stclr_jax.train_step import TrainState
 
 
@@ -71,7 +71,7 @@ def init_encoder(config, model: models.ContrastiveModel) -> dict:
   path = pathlib.Path(config.init_from).absolute()
   if not path.is_dir():
     raise FileNotFoundError(f"config.init_from={path}: no such directory")
-  if (path / tv.METADATA_FILE).is_file():
+  if (path / converted.METADATA_FILE).is_file():
     load_converted(config, model)
     return {"init": "converted", "path": str(path)}
   return restore_pretrained(config, model)
@@ -80,7 +80,7 @@ def init_encoder(config, model: models.ContrastiveModel) -> dict:
 def load_converted(config, model: models.ContrastiveModel) -> None:
   """Copies a converted (Kinetics-400) encoder into ``model.encoder``, after
   checking the architecture and the input normalisation it expects."""
-  encoder, _, meta = tv.load_converted(config.init_from)
+  encoder, _, meta = converted.load_converted(config.init_from)
   if meta["arch"] != config.model.encoder or config.model.width != 1.0:
     raise ValueError(
       f"config.init_from={config.init_from} holds a {meta['arch']} (width "

@@ -137,9 +137,9 @@ def apply_variants(
   if init == "kinetics400":
     # Weights from `python -m stclr_jax.convert.torchvision` (pass the
     # directory as --config.init_from); they expect Kinetics statistics.
-    from stclr_jax.convert import torchvision as tv
+    from stclr_jax.convert.converted import KINETICS_MEAN, KINETICS_STD
 
-    c.data.mean, c.data.std = tuple(tv.KINETICS_MEAN), tuple(tv.KINETICS_STD)
+    c.data.mean, c.data.std = tuple(KINETICS_MEAN), tuple(KINETICS_STD)
   elif init != "random":
     raise ValueError(f"init must be random or kinetics400, got {init!r}")
   return c

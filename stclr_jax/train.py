@@ -15,7 +15,10 @@ be saved, and a checkpoint restores onto any number of devices.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -71,6 +74,93 @@ def make_train_step(config, mesh, graphdef, tx, lr_fn, state):
   )
 
 
+STREAM_FILE = "data_stream.json"
+
+
+def data_shards(config, workdir: str, resuming: bool, process_count: int):
+  """The number of logical data shards of this run (the batches are a
+  function of (seed, step, shards), see ``data/input.py``).
+
+  A fresh run takes ``data.num_shards``, or one per process, and records it
+  in ``workdir/data_stream.json``. A resumed run keeps the recorded count,
+  so its data stream does not change when it resumes on another number of
+  processes; where that cannot hold, it stops with an error that says why.
+  """
+  path = os.path.join(workdir, STREAM_FILE)
+  if not (resuming and os.path.exists(path)):
+    return input_lib.num_data_shards(config.data, process_count)
+  with open(path) as f:
+    recorded = int(json.load(f)["num_shards"])
+  asked = config.data.get("num_shards", 0)
+  if asked and asked != recorded:
+    raise ValueError(
+      f"{workdir} was trained with {recorded} data shards (see {path}); "
+      f"--config.data.num_shards={asked} would change its data stream from "
+      f"the restored step on. Set --config.data.num_shards={recorded} (or 0)"
+      ", or start a new --workdir"
+    )
+  if recorded % process_count:
+    raise ValueError(
+      f"{workdir} was trained with {recorded} data shards (see {path}), "
+      f"which {process_count} processes cannot split evenly, so its data "
+      f"stream cannot continue unchanged: resume on a number of processes "
+      f"that divides {recorded}, or start a new --workdir"
+    )
+  if recorded != process_count and not asked:
+    logging.info(
+      "Keeping the run's %d data shards on %d processes (%s)",
+      recorded,
+      process_count,
+      path,
+    )
+  return recorded
+
+
+class Preemption:
+  """Whether to save and stop at this step: a preemption notice.
+
+  On several processes, JAX's preemption sync manager (started by
+  ``jax.distributed.initialize``) catches SIGTERM and makes every process
+  agree on the step (``CheckpointManager.reached_preemption``). A single
+  process has nothing to agree with and JAX has no manager there, so this
+  class catches SIGTERM itself while the loop runs. SIGTERM is what SLURM
+  sends the tasks (``launch/slurm_gpu.sbatch``'s ``--signal=TERM@300``, and
+  at the time limit), and what a preempted or stopped VM sends its
+  processes (``launch/tpu_pod.sh``).
+  """
+
+  def __init__(self, mngr):
+    self._mngr = mngr
+    self._received = None
+    self._previous = None
+    self._own = (
+      jax.process_count() == 1
+      and threading.current_thread() is threading.main_thread()
+    )
+
+  def __enter__(self):
+    if self._own:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self._own:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def _handle(self, signum, frame):
+    del frame
+    self._received = signum
+    logging.warning(
+      "Received %s; saving at the next step and stopping.",
+      signal.Signals(signum).name,
+    )
+
+  def reached(self, step: int) -> bool:
+    if self._own:
+      return self._received is not None
+    return self._mngr.reached_preemption(step)
+
+
 def _check_finite(step: int, metrics: dict, mngr) -> None:
   bad = [k for k, v in metrics.items() if not np.isfinite(v)]
   if bad:
@@ -123,7 +213,15 @@ def pretrain(
     logging.info("Resumed from checkpoint step %d in %s", start, mngr.directory)
   step_fn = make_train_step(config, mesh, graphdef, tx, lr_fn, state)
 
-  batches, _ = input_lib.pretrain_input(config, start_step=start)
+  shards = data_shards(
+    config, workdir, restored is not None, jax.process_count()
+  )
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, STREAM_FILE), "w") as f:
+      json.dump({"num_shards": shards, "seed": config.seed}, f)
+  batches, _ = input_lib.pretrain_input(
+    config, start_step=start, num_shards=shards
+  )
   batch_iter = batches.as_numpy_iterator()
   hooks = [
     periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
@@ -154,33 +252,36 @@ def pretrain(
     history.append({"step": step, **values})
 
   step = start
-  while step < total_steps:
-    host_batch = next(batch_iter)
-    batch = mesh_lib.to_global_arrays(
-      {"view_a": host_batch["view_a"], "view_b": host_batch["view_b"]}, mesh
-    )
-    state, metrics = step_fn(state, batch)
-    step += 1
-    if pending is not None:
-      read(*pending)
-      pending = None
-    for h in hooks:
-      h(step)
-    is_ckpt = (
-      step % config.checkpoint_every_steps == 0
-      or step == total_steps
-      or mngr.reached_preemption(step)
-    )
-    if step % config.log_every_steps == 0 or is_ckpt:
-      pending = (step, metrics)
-    if is_ckpt:
-      read(*pending)  # never checkpoint a state whose step was not finite
-      pending = None
-      checkpoints.save(mngr, step, state)
-      if mngr.reached_preemption(step) and step < total_steps:
-        mngr.wait_until_finished()
-        logging.warning("Preempted at step %d; checkpoint saved.", step)
-        break
+  with Preemption(mngr) as preemption:
+    while step < total_steps:
+      host_batch = next(batch_iter)
+      batch = mesh_lib.to_global_arrays(
+        {"view_a": host_batch["view_a"], "view_b": host_batch["view_b"]},
+        mesh,
+      )
+      state, metrics = step_fn(state, batch)
+      step += 1
+      if pending is not None:
+        read(*pending)
+        pending = None
+      for h in hooks:
+        h(step)
+      preempted = preemption.reached(step)
+      is_ckpt = (
+        step % config.checkpoint_every_steps == 0
+        or step == total_steps
+        or preempted
+      )
+      if step % config.log_every_steps == 0 or is_ckpt:
+        pending = (step, metrics)
+      if is_ckpt:
+        read(*pending)  # never checkpoint a state whose step was not finite
+        pending = None
+        checkpoints.save(mngr, step, state)
+        if preempted and step < total_steps:
+          mngr.wait_until_finished()
+          logging.warning("Preempted at step %d; checkpoint saved.", step)
+          break
   if pending is not None:
     read(*pending)
   mngr.wait_until_finished()

@@ -6,8 +6,7 @@ import numpy as np
 from configs import stclr_synthetic
 from stclr_jax import mesh as mesh_lib
 from stclr_jax import optim as optim_lib
-from stclr_jax import train_step as train_step_lib
-from stclr_jax.models import factory
+from stclr_jax import train
 
 
 def config(**optim):
@@ -33,16 +32,6 @@ def setup_step(config, devices, bn_groups=None):
   mesh = mesh_lib.make_mesh(devices)
   lr_fn = optim_lib.schedule(config.optim, 10, 100)
   tx = optim_lib.make_optimizer(config.optim, lr_fn)
-  model = factory.create_model(config, mesh.size, bn_groups)
-  graphdef, state = train_step_lib.init_state(model, tx, mesh)
-  step = train_step_lib.make_train_step(
-    mesh,
-    graphdef,
-    tx,
-    lr_fn,
-    state,
-    temperature=config.loss.temperature,
-    mean=config.data.mean,
-    std=config.data.std,
-  )
+  graphdef, state, _ = train.create_state(config, mesh, tx, bn_groups)
+  step = train.make_train_step(config, mesh, graphdef, tx, lr_fn, state)
   return mesh, state, step

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from stclr_jax.data import datasets  # noqa: F401  (registers the builders)
 from stclr_jax.data.datasets import synthetic_expressions as se
 from stclr_jax.data.datasets import synthetic_faces
+from stclr_jax.data.datasets import synthetic_sequences as sequences
 
 TINY = se.CONFIGS["tiny"]
 # No head motion, even light, no noise: only the facial actions change.
@@ -41,7 +42,7 @@ def test_tiny_build_features_and_counts(tiny):
   builder, rows = tiny
   s, size = TINY.num_subjects, TINY.frame_size
   assert builder.info.splits["train"].num_examples == s * 6 == len(rows)
-  assert builder.info.features["label"].names == list(se.EXPRESSIONS)
+  assert builder.info.features["label"].names == list(sequences.EXPRESSIONS)
   assert builder.info.supervised_keys == ("video", "label")
   by_subject = {}
   for vid, r in rows.items():
@@ -114,10 +115,10 @@ def test_sequences_start_neutral_and_end_expressive():
       for j in range(i):  # every pair of apexes differs
         assert np.abs(last[i] - last[j]).mean() > 0.2, (s, i, j)
   # With the default nuisances too, no action is on in the first frame.
-  subject = se.make_subject(5, TINY.seed)
+  subject = sequences.make_subject(5, TINY.seed)
   for e in range(6):
     rng = np.random.default_rng([TINY.seed, 5, 1 + e])
-    actions, _, _ = se.sample_sequence(subject, e, rng, TINY)
+    actions, _, _ = sequences.sample_sequence(subject, e, rng, TINY)
     assert set(actions) == set(synthetic_faces.ACTIONS)
     assert all(v[0] == 0 for v in actions.values())
     assert max(v[-1] for v in actions.values()) > 0.1
@@ -142,9 +143,9 @@ def test_no_colour_or_position_shortcut():
   # Nor in the face's position, size, tilt or the light.
   nuisance = []
   for s in range(1, 31):
-    subject = se.make_subject(s, cfg.seed)
+    subject = sequences.make_subject(s, cfg.seed)
     for e in range(6):
-      _, pose, light = se.sample_sequence(
+      _, pose, light = sequences.sample_sequence(
         subject, e, np.random.default_rng([cfg.seed, s, 1 + e]), cfg
       )
       nuisance.append(
@@ -163,7 +164,9 @@ def test_no_colour_or_position_shortcut():
 
 def _skin_mask(video_cfg, subject_id):
   """Pixels of the first (neutral, unlit) frame showing bare skin."""
-  subject = se.make_subject(subject_id, video_cfg.seed, video_cfg.framing)
+  subject = sequences.make_subject(
+    subject_id, video_cfg.seed, video_cfg.framing
+  )
   actions = {a: np.zeros(1) for a in synthetic_faces.ACTIONS}
   pose = dict(dx=np.zeros(1), dy=np.zeros(1), rot=np.zeros(1), scale=np.ones(1))
   albedo = synthetic_faces.render(
@@ -214,7 +217,7 @@ def test_face_framing_is_a_face_crop_of_the_same_people():
     > 5
   )
   with pytest.raises(ValueError, match="framing must be"):
-    se.make_subject(1, 0, "closeup")
+    sequences.make_subject(1, 0, "closeup")
 
 
 def test_people_makes_subjects_recordings_of_the_same_person():

@@ -64,3 +64,19 @@ def test_sampler_bad_arguments():
     sampling.sample_view_indices(10, 4, (), [0, 0])
   with pytest.raises(tf.errors.InvalidArgumentError, match="zero-frame"):
     sampling.sample_indices(0, 4, "uniform", [0, 0])
+
+
+@pytest.mark.parametrize("mode", sampling.MODES)
+def test_a_seed_that_is_not_shape_2_is_a_clear_error(mode):
+  for bad in (7, [1, 2, 3], [[1, 2]]):
+    with pytest.raises(ValueError, match=r"seed must be a shape-\[2\]"):
+      sampling.sample_indices(10, 4, mode, bad)
+  with pytest.raises(ValueError, match=r"seed must be a shape-\[2\]"):
+    sampling.sample_view_indices(10, 4, sampling.MODES, 7)
+  with pytest.raises(ValueError, match="seed must be integers"):
+    sampling.sample_indices(10, 4, mode, [0.5, 1.5])
+  # Inside a tf.function with a known shape, the same check.
+  fn = tf.function(lambda s: sampling.sample_indices(10, 4, mode, s))
+  with pytest.raises(ValueError, match=r"seed must be a shape-\[2\]"):
+    fn(tf.constant(3))
+  assert fn(tf.constant([3, 4])).shape == (4,)

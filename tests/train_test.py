@@ -1,17 +1,44 @@
-"""The pretraining loop (stclr_jax/train.py): a run killed with SIGKILL
-resumes from its last checkpoint and ends equal to an uninterrupted run."""
+"""The pretraining loop (stclr_jax/train.py): a run killed with SIGKILL while
+an asynchronous checkpoint save is in flight resumes from the last complete
+checkpoint and ends equal to an uninterrupted run; the data shards a run
+keeps when it resumes on another number of processes."""
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import _helpers_runs as runs
 import jax
+import ml_collections
 import numpy as np
+import pytest
+
+from stclr_jax import train
+
+# The main command, with Orbax's commit of step 6 (the rename of its
+# temporary folder to "6") held back, so that a kill lands while that save
+# is in flight. (Orbax's private hook: if it moves, this fails loudly.)
+_SLOW_SAVE = r"""
+import asyncio, sys
+from orbax.checkpoint._src.path import atomicity
+commit = atomicity.on_commit_callback
+async def held_back(tmp_dir, **kw):
+  if tmp_dir.get_final().name == "6":
+    await asyncio.sleep(600)
+  return await commit(tmp_dir, **kw)
+atomicity.on_commit_callback = held_back
+from absl import app
+from stclr_jax import main
+app.run(main.main)
+"""
 
 
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
+  tmp_path,
+):
   csv = runs.frames_dataset(str(tmp_path / "data"))
   common = {
     "data.name": "video_folder",
@@ -33,34 +60,59 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
   )
   assert a.returncode == 0, a.stderr[-3000:]
 
+  cmd = runs.main_cmd(tmp_path / "b", common)
   proc = subprocess.Popen(
-    runs.main_cmd(tmp_path / "b", common),
+    [sys.executable, "-c", _SLOW_SAVE, *cmd[3:]],
     env=env,
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,
   )
   ckpts = tmp_path / "b" / "checkpoints"
-  deadline = time.time() + 600
-  while time.time() < deadline and not (ckpts / "3").is_dir():
+  in_flight, deadline = [], time.time() + 600
+  while not in_flight and time.time() < deadline and proc.poll() is None:
     time.sleep(0.02)
+    if ckpts.is_dir():
+      in_flight = [d for d in os.listdir(ckpts) if d.startswith("6.")]
   proc.send_signal(signal.SIGKILL)
   log1 = proc.communicate()[0]
-  done = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
-  assert done and max(done) < 10, f"run B was not interrupted: {done}"
-  b = subprocess.run(
-    runs.main_cmd(tmp_path / "b", common),
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+  assert in_flight, f"step 6's save was never in flight: {log1[-2000:]}"
+  left = sorted(os.listdir(ckpts))
+  assert "3" in left and "6" not in left, left  # 6 half-written, not final
+  b = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
   assert b.returncode == 0, b.stderr[-3000:]
-  assert f"Resumed from checkpoint step {max(done)}" in b.stderr, log1[-2000:]
-  pa, pb = (
-    runs.checkpoint(tmp_path / "a", 10),
-    runs.checkpoint(tmp_path / "b", 10),
-  )
+  assert "Resumed from checkpoint step 3" in b.stderr, b.stderr[-3000:]
+  pa = runs.checkpoint(tmp_path / "a", 10)
+  pb = runs.checkpoint(tmp_path / "b", 10)
   assert int(pa["step"]) == int(pb["step"]) == 10
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+
+def _data_config(num_shards=0):
+  return ml_collections.ConfigDict({"data": {"num_shards": num_shards}})
+
+
+def test_a_resumed_run_keeps_its_data_shards_or_says_why_not(tmp_path):
+  work = str(tmp_path)
+  # Fresh: the config's count, or one shard per process.
+  assert train.data_shards(_data_config(), work, False, 4) == 4
+  assert train.data_shards(_data_config(8), work, False, 2) == 8
+  # Resuming without a record (a run from before the record): as fresh.
+  assert train.data_shards(_data_config(), work, True, 2) == 2
+  with open(os.path.join(work, train.STREAM_FILE), "w") as f:
+    json.dump({"num_shards": 4, "seed": 0}, f)
+  # Resumed on 1, 2 or 4 processes: the run's 4 shards, the same stream.
+  for processes in (1, 2, 4):
+    assert train.data_shards(_data_config(), work, True, processes) == 4
+  assert train.data_shards(_data_config(4), work, True, 2) == 4
+  with pytest.raises(ValueError, match=r"4 data shards .* 3 processes"):
+    train.data_shards(_data_config(), work, True, 3)
+  with pytest.raises(
+    ValueError,
+    match=r"num_shards=2 would change .* "
+    r"--config.data.num_shards=4",
+  ):
+    train.data_shards(_data_config(2), work, True, 2)
+  # The record only counts for a run that resumes.
+  assert train.data_shards(_data_config(), work, False, 2) == 2

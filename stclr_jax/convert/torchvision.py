@@ -8,10 +8,10 @@ LinearClassifier`::
   python -m stclr_jax.convert.torchvision --arch=r2plus1d_18 \\
       --src=r2plus1d_18-91a641e6.pth --out=/tmp/r2plus1d_18 [--with_classifier]
 
-The output directory holds an Orbax checkpoint (``state/``) of the pure-dict
-states ``{"encoder": ..., "classifier": ...}`` and ``metadata.json`` (arch,
-width, number of classes, source, the input normalisation the weights expect).
-:func:`load_converted` rebuilds the modules from it.
+The output directory holds a converted checkpoint
+(:mod:`stclr_jax.convert.converted`: an Orbax checkpoint and
+``metadata.json``); :func:`~stclr_jax.convert.converted.load_converted`
+rebuilds the modules from it.
 
 Mapping (torchvision -> ours): convolution ``weight`` (O, I, D, H, W) ->
 ``kernel`` (D, H, W, I, O); BatchNorm ``weight``/``bias``/``running_mean``/
@@ -27,74 +27,38 @@ they are reported in :attr:`Converted.ignored`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import time
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from stclr_jax import models
+from stclr_jax.convert.converted import (
+  Converted,
+  abstract_classifier,
+  abstract_encoder,
+  listed,
+  pure_state,
+  save_converted,
+)
 from stclr_jax.models.video_resnet import BLOCKS_PER_STAGE
 
-# Normalisation of torchvision's Kinetics-400 video weights: RGB frames scaled
-# to [0, 1], then (x - mean) / std per channel; clips resized to 128x171 and
-# centre-cropped to 112x112 (torchvision's VideoClassification transform).
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
-FORMAT = "stclr_jax.convert.torchvision/1"
-METADATA_FILE = "metadata.json"
-STATE_DIR = "state"
-NUM_FEATURES = 512  # the encoders' pooled feature at width 1.0
 _BN_KEYS = (
   ("weight", "scale"),
   ("bias", "bias"),
   ("running_mean", "mean"),
   ("running_var", "var"),
 )
-_MAX_LISTED = 30
 Path = tuple[Any, ...]
 
 
 class ConversionError(ValueError):
   """A state_dict that does not map one-to-one onto the requested model."""
-
-
-class Converted(NamedTuple):
-  """Result of :func:`torchvision_to_nnx`.
-
-  Attributes:
-    encoder: nested dict of float32 numpy arrays shaped as
-      ``nnx.to_pure_dict(nnx.state(encoder))``.
-    classifier: the same for a ``LinearClassifier(512, num_classes)``, or
-      None when not asked for.
-    ignored: the state_dict keys deliberately not converted (sorted).
-  """
-
-  encoder: dict
-  classifier: dict | None
-  ignored: tuple[str, ...]
-
-
-def _abstract_encoder(arch: str, **options) -> models.VideoResNet:
-  if arch not in models.ENCODER_NAMES:
-    raise ValueError(
-      f"unknown arch {arch!r}; choose one of {', '.join(models.ENCODER_NAMES)}"
-    )
-  return nnx.eval_shape(
-    lambda: models.make_encoder(arch, rngs=nnx.Rngs(0), **options)
-  )
-
-
-def _abstract_classifier(num_classes: int) -> models.LinearClassifier:
-  return nnx.eval_shape(
-    lambda: models.LinearClassifier(NUM_FEATURES, num_classes, rngs=nnx.Rngs(0))
-  )
 
 
 def _key_plan(encoder) -> tuple[dict[str, tuple[Path, bool]], set[str]]:
@@ -141,18 +105,6 @@ def _key_plan(encoder) -> tuple[dict[str, tuple[Path, bool]], set[str]]:
   return plan, counters
 
 
-def _listed(keys, sep: str = ", ") -> str:
-  keys = sorted(keys)
-  more = len(keys) - _MAX_LISTED
-  return sep.join(keys[:_MAX_LISTED]) + (
-    f"{sep}... ({more} more)" if more > 0 else ""
-  )
-
-
-def _pure(module: nnx.Module) -> dict:
-  return nnx.to_pure_dict(nnx.state(module))
-
-
 _flat = nnx.traversals.flatten_mapping  # nested dict -> {path tuple: leaf}
 
 
@@ -160,7 +112,7 @@ def _guess_arch(keys) -> str | None:
   """The arch whose key set the state_dict has, if any."""
   keys = {k for k in keys if not k.startswith("fc.")}
   for arch in models.ENCODER_NAMES:
-    plan, counters = _key_plan(_abstract_encoder(arch))
+    plan, counters = _key_plan(abstract_encoder(arch))
     if set(plan) <= keys <= set(plan) | counters:
       return arch
   return None
@@ -186,17 +138,19 @@ def torchvision_to_nnx(
       the message lists such keys (up to 30 of each kind) and, when the keys
       are those of another arch, names it.
   """
-  encoder = _abstract_encoder(arch)
+  encoder = abstract_encoder(arch)
   plan, ignorable = _key_plan(encoder)
   plan = {
     k: (("encoder", *path), is_conv) for k, (path, is_conv) in plan.items()
   }
-  targets = _flat({"encoder": _pure(encoder)})
+  targets = _flat({"encoder": pure_state(encoder)})
   if with_classifier:
     fc = state_dict.get("fc.weight")
     if fc is not None and np.ndim(fc) == 2:
       targets.update(
-        _flat({"classifier": _pure(_abstract_classifier(int(np.shape(fc)[0])))})
+        _flat(
+          {"classifier": pure_state(abstract_classifier(int(np.shape(fc)[0])))}
+        )
       )
     plan["fc.weight"] = (("classifier", "fc", "kernel"), True)
     plan["fc.bias"] = (("classifier", "fc", "bias"), False)
@@ -206,15 +160,15 @@ def torchvision_to_nnx(
   problems = []
   unused = set(state_dict) - set(plan) - ignorable
   if unused:
-    problems.append(f"unused state_dict keys: {_listed(unused)}")
+    problems.append(f"unused state_dict keys: {listed(unused)}")
   missing = set(plan) - set(state_dict)
   if missing:
-    problems.append(f"missing state_dict keys: {_listed(missing)}")
+    problems.append(f"missing state_dict keys: {listed(missing)}")
   unassigned = set(targets) - {path for path, _ in plan.values()}
   if unassigned:
     problems.append(
       "variables of ours that no key maps to: "
-      + _listed("/".join(map(str, p)) for p in unassigned)
+      + listed("/".join(map(str, p)) for p in unassigned)
     )
   flat, bad_shapes, bad_dtypes = {}, [], []
   for key in sorted(set(plan) & set(state_dict)):
@@ -237,10 +191,10 @@ def torchvision_to_nnx(
   if bad_shapes:
     problems.append(
       "shape mismatches (torchvision shape -> ours): "
-      + _listed(bad_shapes, sep="; ")
+      + listed(bad_shapes, sep="; ")
     )
   if bad_dtypes:
-    problems.append(f"non-floating tensors: {_listed(bad_dtypes)}")
+    problems.append(f"non-floating tensors: {listed(bad_dtypes)}")
   if problems:
     guess = _guess_arch(state_dict) if (unused or missing) else None
     hint = (
@@ -302,145 +256,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   }
 
 
-def save_converted(
-  converted: Converted,
-  arch: str,
-  out: str | os.PathLike,
-  source: str = "",
-  overwrite: bool = False,
-) -> dict:
-  """Writes ``out/state`` (Orbax) and ``out/metadata.json``; returns the
-  metadata."""
-  import orbax.checkpoint as ocp
-
-  out = pathlib.Path(out).absolute()
-  state_dir = out / STATE_DIR
-  if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:
-    raise FileExistsError(
-      f"{out} already holds a converted checkpoint; "
-      "pass overwrite=True (--overwrite) to replace it"
-    )
-  out.mkdir(parents=True, exist_ok=True)
-  (out / METADATA_FILE).unlink(missing_ok=True)  # written last: a marker.
-  state = {"encoder": converted.encoder}
-  if converted.classifier is not None:
-    state["classifier"] = converted.classifier
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(state_dir, state, force=overwrite)
-    checkpointer.wait_until_finished()
-  num_classes = (
-    None
-    if converted.classifier is None
-    else int(converted.classifier["fc"]["bias"].shape[0])
-  )
-  metadata = dict(
-    format=FORMAT,
-    arch=arch,
-    width=1.0,
-    num_classes=num_classes,
-    source=str(source),
-    ignored_keys=list(converted.ignored),
-    input=dict(
-      layout="(batch, time, height, width, 3), RGB in [0, 1]",
-      mean=list(KINETICS_MEAN),
-      std=list(KINETICS_STD),
-      resize=[128, 171],
-      crop=[112, 112],
-    ),
-  )
-  (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-  return metadata
-
-
-def build_modules(converted: Converted, arch: str, **options):
-  """``(encoder, classifier or None)`` holding ``converted``'s values.
-
-  The modules are built abstractly (no random initialisation) and filled
-  with the values put on the default device; they are in training mode as
-  built: call ``.eval()`` for BatchNorm's running statistics. ``options``
-  are :func:`stclr_jax.models.make_encoder`'s.
-  """
-
-  def fill(abstract, values):
-    graphdef, state = nnx.split(abstract)
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, values))
-    return nnx.merge(graphdef, state)
-
-  encoder = fill(_abstract_encoder(arch, **options), converted.encoder)
-  classifier = None
-  if converted.classifier is not None:
-    num_classes = int(np.shape(converted.classifier["fc"]["bias"])[0])
-    classifier = fill(_abstract_classifier(num_classes), converted.classifier)
-  return encoder, classifier
-
-
-def load_converted(path: str | os.PathLike, **options):
-  """Rebuilds the modules written by :func:`save_converted` / the CLI.
-
-  Args:
-    path: the ``--out`` directory.
-    **options: encoder options of :func:`stclr_jax.models.make_encoder`
-      (``dtype``, ``bn_groups``, ...; not ``width``, fixed at 1.0).
-
-  Returns:
-    ``(encoder, classifier or None, metadata)``; the modules are in training
-    mode as built, call ``.eval()`` for BatchNorm's running statistics.
-
-  Raises:
-    FileNotFoundError: ``path`` has no converted checkpoint.
-    ValueError: the checkpoint's arch or shapes do not match.
-  """
-  import orbax.checkpoint as ocp
-
-  out = pathlib.Path(path).absolute()
-  meta_file, state_dir = out / METADATA_FILE, out / STATE_DIR
-  if not meta_file.is_file() or not state_dir.is_dir():
-    raise FileNotFoundError(
-      f"{out} holds no converted checkpoint (expected {METADATA_FILE} and "
-      f"{STATE_DIR}/ written by python -m stclr_jax.convert.torchvision)"
-    )
-  metadata = json.loads(meta_file.read_text())
-  arch = metadata.get("arch")
-  if metadata.get("format") != FORMAT or arch not in models.ENCODER_NAMES:
-    raise ValueError(
-      f"{meta_file}: unknown format {metadata.get('format')!r} or arch {arch!r}"
-    )
-  if metadata.get("width", 1.0) != 1.0 or "width" in options:
-    raise ValueError(f"{out}: converted checkpoints have width 1.0")
-  num_classes = metadata.get("num_classes")
-  target = {"encoder": _pure(_abstract_encoder(arch, **options))}
-  if num_classes:  # Orbax restores into these shapes, after the check below.
-    target["classifier"] = _pure(_abstract_classifier(int(num_classes)))
-  with ocp.StandardCheckpointer() as checkpointer:
-    stored = {
-      p: tuple(x.shape)
-      for p, x in _flat(
-        checkpointer.metadata(state_dir).item_metadata.tree
-      ).items()
-    }
-    wanted = {
-      tuple(map(str, p)): tuple(x.shape) for p, x in _flat(target).items()
-    }
-    if stored != wanted:
-      diff = sorted(
-        "/".join(p) + f" {stored.get(p)} vs {wanted.get(p)}"
-        for p in set(stored) | set(wanted)
-        if stored.get(p) != wanted.get(p)
-      )
-      raise ValueError(
-        f"{state_dir} does not match {arch} (stored vs "
-        f"expected shapes): {_listed(diff)}"
-      )
-    restored = checkpointer.restore(state_dir, target)
-  converted = Converted(
-    restored["encoder"],
-    restored.get("classifier"),
-    tuple(metadata.get("ignored_keys", ())),
-  )
-  encoder, classifier = build_modules(converted, arch, **options)
-  return encoder, classifier, metadata
-
-
 def _disk_size(path: pathlib.Path) -> int:
   return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -487,7 +302,7 @@ def main(argv=None) -> dict:
     parser.exit(1, f"{parser.prog}: error: {e}\n")
   wall_s = time.perf_counter() - start
   arrays = jax.tree.leaves([converted.encoder, converted.classifier])
-  params = models.count_params(_abstract_encoder(args.arch)) + sum(
+  params = models.count_params(abstract_encoder(args.arch)) + sum(
     int(x.size) for x in jax.tree.leaves(converted.classifier)
   )
   size = _disk_size(pathlib.Path(args.out))

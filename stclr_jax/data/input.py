@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+
 import jax
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
+from jax.experimental import multihost_utils
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import (
@@ -22,9 +30,7 @@ def _process(process_index, process_count):
   return process_index, process_count
 
 
-def prepared_builder(data: ml_collections.ConfigDict):
-  """The TFDS builder named by ``data.name``, prepared (built once, then
-  read from ``data.data_dir``)."""
+def _builder_args(data: ml_collections.ConfigDict) -> tuple[str, dict]:
   kw = {"data_dir": data.data_dir or None}
   if data.name.split("/")[0] == "video_folder":
     if not data.csv_path:
@@ -32,15 +38,54 @@ def prepared_builder(data: ml_collections.ConfigDict):
     kw["config"] = video_folder.config_for_csv(
       data.csv_path, data.name.split("/")[1] if "/" in data.name else None
     )
-    name = "video_folder"
-  else:
-    name = data.name
-  builder = tfds.builder(name, **kw)
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(
-      manual_dir=data.manual_dir or None
-    )
-  )
+    return "video_folder", kw
+  return data.name, kw
+
+
+@contextlib.contextmanager
+def _host_lock(name: str, data_dir: str | None):
+  """One process per host at a time: an exclusive lock on a file in this
+  host's temporary folder, keyed by the data set and its data_dir."""
+  key = hashlib.sha1(f"{name}|{data_dir}".encode()).hexdigest()[:16]
+  path = os.path.join(tempfile.gettempdir(), f"stclr_jax-prepare-{key}.lock")
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepared_builder(
+  data: ml_collections.ConfigDict, *, process_index=None, process_count=None
+):
+  """The TFDS builder named by ``data.name``, prepared (built once, then
+  read from ``data.data_dir``).
+
+  On several processes, building it everywhere at once would race in a
+  shared data_dir. So process 0 builds it while the others wait at a
+  barrier; after it, a process that still finds it unbuilt (its data_dir is
+  a disk of its own host) builds it there, one process per host at a time.
+  """
+  name, kw = _builder_args(data)
+  pi, pc = _process(process_index, process_count)
+  download = tfds.download.DownloadConfig(manual_dir=data.manual_dir or None)
+  if pc > 1 and pi > 0:
+    logging.info("process %d: waiting for process 0 to prepare %s", pi, name)
+  if pc == 1 or pi == 0:
+    builder = tfds.builder(name, **kw)
+    builder.download_and_prepare(download_config=download)
+  if pc > 1:
+    multihost_utils.sync_global_devices(f"stclr_jax: {name} prepared")
+  if pi > 0:
+    builder = tfds.builder(name, **kw)
+    if builder.is_prepared():
+      logging.info("process %d: %s was prepared by process 0", pi, name)
+    else:
+      with _host_lock(name, kw["data_dir"]):
+        builder = tfds.builder(name, **kw)
+        logging.info("process %d: preparing %s on this host", pi, name)
+        builder.download_and_prepare(download_config=download)
   return builder
 
 
@@ -93,24 +138,34 @@ def num_data_shards(data, process_count: int) -> int:
 
 
 def pretrain_input(
-  config, *, start_step=0, process_index=None, process_count=None
+  config,
+  *,
+  start_step=0,
+  num_shards: int | None = None,
+  process_index=None,
+  process_count=None,
 ) -> tuple[tf.data.Dataset, int]:
   """This host's pretraining batches and the *global* number of videos.
 
   The global batch is split over ``S`` logical shards (disjoint parts of the
-  split, see :func:`num_data_shards`); this process reads its ``S / P``
-  shards and concatenates their batches in shard order, so the global batch
-  is the concatenation of all shards' batches, in order.
+  split): ``num_shards``, or :func:`num_data_shards` of the config. This
+  process reads its ``S / P`` shards and concatenates their batches in shard
+  order, so the global batch is the concatenation of all shards' batches,
+  in order.
   """
   pi, pc = _process(process_index, process_count)
-  shards = num_data_shards(config.data, pc)
+  shards = num_shards or num_data_shards(config.data, pc)
+  if shards % pc:
+    raise ValueError(
+      f"{shards} data shards cannot be split over {pc} processes"
+    )
   if config.batch_size % shards:
     raise ValueError(
       f"batch_size {config.batch_size} is not divisible by "
       f"the {shards} data shards"
     )
   per_shard = config.batch_size // shards
-  builder = prepared_builder(config.data)
+  builder = prepared_builder(config.data, process_index=pi, process_count=pc)
   streams = []
   for s in range(pi * shards // pc, (pi + 1) * shards // pc):
     sub = pipeline.shard_for_process(config.data.split, s, shards)

@@ -30,8 +30,19 @@ MODES = ("random", "uniform", "sequential")
 
 
 def _seed(seed) -> tf.Tensor:
+  """A stateless TF seed: a shape-[2] integer tensor, or a clear error."""
   seed = tf.convert_to_tensor(seed)
+  if seed.shape.rank is not None and seed.shape.as_list() != [2]:
+    raise ValueError(
+      "sampling: seed must be a shape-[2] integer tensor (a stateless TF "
+      f"seed, e.g. (seed, index)); got shape {seed.shape.as_list()} "
+      f"({seed!r})"
+    )
   if seed.dtype not in (tf.int32, tf.int64):
+    if not seed.dtype.is_integer:
+      raise ValueError(
+        f"sampling: seed must be integers, got dtype {seed.dtype.name}"
+      )
     seed = tf.cast(seed, tf.int64)
   return tf.reshape(seed, [2])
 
@@ -79,6 +90,7 @@ def sample_indices(num_frames, clip_len: int, mode: str, seed) -> tf.Tensor:
     raise ValueError(f"unknown sampling mode {mode!r}; choose from {MODES}")
   if clip_len < 1:
     raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+  seed = _seed(seed)  # checked in every mode, so a bad seed never hides
   num_frames = tf.cast(num_frames, tf.int32)
   tf.debugging.assert_positive(
     num_frames, message="cannot sample from a zero-frame video"
@@ -86,9 +98,9 @@ def sample_indices(num_frames, clip_len: int, mode: str, seed) -> tf.Tensor:
   if mode == "uniform":
     idx = _uniform(num_frames, clip_len)
   elif mode == "random":
-    idx = _random(num_frames, clip_len, _seed(seed))
+    idx = _random(num_frames, clip_len, seed)
   else:
-    idx = _sequential(num_frames, clip_len, _seed(seed))
+    idx = _sequential(num_frames, clip_len, seed)
   return tf.ensure_shape(idx, [clip_len])
 
 

@@ -1,0 +1,227 @@
+"""Converted checkpoints: their in-memory form and their directory on disk.
+
+A conversion (:func:`stclr_jax.convert.torchvision.torchvision_to_nnx`)
+gives a :class:`Converted` of pure-dict states. :func:`save_converted` writes
+it as a directory holding an Orbax checkpoint (``state/``) of the pure-dict
+states ``{"encoder": ..., "classifier": ...}`` and ``metadata.json`` (arch,
+width, number of classes, source, the input normalisation the weights
+expect); :func:`load_converted` rebuilds the modules from it, and
+:func:`build_modules` from a :class:`Converted` in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from stclr_jax import models
+
+# Normalisation of torchvision's Kinetics-400 video weights: RGB frames scaled
+# to [0, 1], then (x - mean) / std per channel; clips resized to 128x171 and
+# centre-cropped to 112x112 (torchvision's VideoClassification transform).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+# Written into and checked in metadata.json (the name of the module that
+# first wrote it; unchanged so that existing conversions still load).
+FORMAT = "stclr_jax.convert.torchvision/1"
+METADATA_FILE = "metadata.json"
+STATE_DIR = "state"
+NUM_FEATURES = 512  # the encoders' pooled feature at width 1.0
+_MAX_LISTED = 30
+
+
+class Converted(NamedTuple):
+  """Result of :func:`stclr_jax.convert.torchvision.torchvision_to_nnx`.
+
+  Attributes:
+    encoder: nested dict of float32 numpy arrays shaped as
+      ``nnx.to_pure_dict(nnx.state(encoder))``.
+    classifier: the same for a ``LinearClassifier(512, num_classes)``, or
+      None when not asked for.
+    ignored: the state_dict keys deliberately not converted (sorted).
+  """
+
+  encoder: dict
+  classifier: dict | None
+  ignored: tuple[str, ...]
+
+
+def abstract_encoder(arch: str, **options) -> models.VideoResNet:
+  """``make_encoder(arch, **options)`` built abstractly (shapes only)."""
+  if arch not in models.ENCODER_NAMES:
+    raise ValueError(
+      f"unknown arch {arch!r}; choose one of {', '.join(models.ENCODER_NAMES)}"
+    )
+  return nnx.eval_shape(
+    lambda: models.make_encoder(arch, rngs=nnx.Rngs(0), **options)
+  )
+
+
+def abstract_classifier(num_classes: int) -> models.LinearClassifier:
+  """A ``LinearClassifier(512, num_classes)`` built abstractly."""
+  return nnx.eval_shape(
+    lambda: models.LinearClassifier(NUM_FEATURES, num_classes, rngs=nnx.Rngs(0))
+  )
+
+
+def listed(keys, sep: str = ", ") -> str:
+  """The sorted keys joined for an error message, at most 30 of them."""
+  keys = sorted(keys)
+  more = len(keys) - _MAX_LISTED
+  return sep.join(keys[:_MAX_LISTED]) + (
+    f"{sep}... ({more} more)" if more > 0 else ""
+  )
+
+
+def pure_state(module: nnx.Module) -> dict:
+  """``module``'s state as a nested dict of arrays."""
+  return nnx.to_pure_dict(nnx.state(module))
+
+
+_flat = nnx.traversals.flatten_mapping  # nested dict -> {path tuple: leaf}
+
+
+def save_converted(
+  converted: Converted,
+  arch: str,
+  out: str | os.PathLike,
+  source: str = "",
+  overwrite: bool = False,
+) -> dict:
+  """Writes ``out/state`` (Orbax) and ``out/metadata.json``; returns the
+  metadata."""
+  import orbax.checkpoint as ocp
+
+  out = pathlib.Path(out).absolute()
+  state_dir = out / STATE_DIR
+  if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:
+    raise FileExistsError(
+      f"{out} already holds a converted checkpoint; "
+      "pass overwrite=True (--overwrite) to replace it"
+    )
+  out.mkdir(parents=True, exist_ok=True)
+  (out / METADATA_FILE).unlink(missing_ok=True)  # written last: a marker.
+  state = {"encoder": converted.encoder}
+  if converted.classifier is not None:
+    state["classifier"] = converted.classifier
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(state_dir, state, force=overwrite)
+    checkpointer.wait_until_finished()
+  num_classes = (
+    None
+    if converted.classifier is None
+    else int(converted.classifier["fc"]["bias"].shape[0])
+  )
+  metadata = dict(
+    format=FORMAT,
+    arch=arch,
+    width=1.0,
+    num_classes=num_classes,
+    source=str(source),
+    ignored_keys=list(converted.ignored),
+    input=dict(
+      layout="(batch, time, height, width, 3), RGB in [0, 1]",
+      mean=list(KINETICS_MEAN),
+      std=list(KINETICS_STD),
+      resize=[128, 171],
+      crop=[112, 112],
+    ),
+  )
+  (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+  return metadata
+
+
+def build_modules(converted: Converted, arch: str, **options):
+  """``(encoder, classifier or None)`` holding ``converted``'s values.
+
+  The modules are built abstractly (no random initialisation) and filled
+  with the values put on the default device; they are in training mode as
+  built: call ``.eval()`` for BatchNorm's running statistics. ``options``
+  are :func:`stclr_jax.models.make_encoder`'s.
+  """
+
+  def fill(abstract, values):
+    graphdef, state = nnx.split(abstract)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, values))
+    return nnx.merge(graphdef, state)
+
+  encoder = fill(abstract_encoder(arch, **options), converted.encoder)
+  classifier = None
+  if converted.classifier is not None:
+    num_classes = int(np.shape(converted.classifier["fc"]["bias"])[0])
+    classifier = fill(abstract_classifier(num_classes), converted.classifier)
+  return encoder, classifier
+
+
+def load_converted(path: str | os.PathLike, **options):
+  """Rebuilds the modules written by :func:`save_converted` / the CLI.
+
+  Args:
+    path: the ``--out`` directory.
+    **options: encoder options of :func:`stclr_jax.models.make_encoder`
+      (``dtype``, ``bn_groups``, ...; not ``width``, fixed at 1.0).
+
+  Returns:
+    ``(encoder, classifier or None, metadata)``; the modules are in training
+    mode as built, call ``.eval()`` for BatchNorm's running statistics.
+
+  Raises:
+    FileNotFoundError: ``path`` has no converted checkpoint.
+    ValueError: the checkpoint's arch or shapes do not match.
+  """
+  import orbax.checkpoint as ocp
+
+  out = pathlib.Path(path).absolute()
+  meta_file, state_dir = out / METADATA_FILE, out / STATE_DIR
+  if not meta_file.is_file() or not state_dir.is_dir():
+    raise FileNotFoundError(
+      f"{out} holds no converted checkpoint (expected {METADATA_FILE} and "
+      f"{STATE_DIR}/ written by python -m stclr_jax.convert.torchvision)"
+    )
+  metadata = json.loads(meta_file.read_text())
+  arch = metadata.get("arch")
+  if metadata.get("format") != FORMAT or arch not in models.ENCODER_NAMES:
+    raise ValueError(
+      f"{meta_file}: unknown format {metadata.get('format')!r} or arch {arch!r}"
+    )
+  if metadata.get("width", 1.0) != 1.0 or "width" in options:
+    raise ValueError(f"{out}: converted checkpoints have width 1.0")
+  num_classes = metadata.get("num_classes")
+  target = {"encoder": pure_state(abstract_encoder(arch, **options))}
+  if num_classes:  # Orbax restores into these shapes, after the check below.
+    target["classifier"] = pure_state(abstract_classifier(int(num_classes)))
+  with ocp.StandardCheckpointer() as checkpointer:
+    stored = {
+      p: tuple(x.shape)
+      for p, x in _flat(
+        checkpointer.metadata(state_dir).item_metadata.tree
+      ).items()
+    }
+    wanted = {
+      tuple(map(str, p)): tuple(x.shape) for p, x in _flat(target).items()
+    }
+    if stored != wanted:
+      diff = sorted(
+        "/".join(p) + f" {stored.get(p)} vs {wanted.get(p)}"
+        for p in set(stored) | set(wanted)
+        if stored.get(p) != wanted.get(p)
+      )
+      raise ValueError(
+        f"{state_dir} does not match {arch} (stored vs "
+        f"expected shapes): {listed(diff)}"
+      )
+    restored = checkpointer.restore(state_dir, target)
+  converted = Converted(
+    restored["encoder"],
+    restored.get("classifier"),
+    tuple(metadata.get("ignored_keys", ())),
+  )
+  encoder, classifier = build_modules(converted, arch, **options)
+  return encoder, classifier, metadata
