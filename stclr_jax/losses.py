@@ -33,8 +33,9 @@ _EPS = 1e-12
 
 
 def l2_normalize(z: jax.Array) -> jax.Array:
-  """Rows scaled to unit norm (in float32); zero rows stay zero."""
-  z = z.astype(jnp.float32)
+  """Rows scaled to unit norm (in float32, or float64 for float64 input);
+  zero rows stay zero."""
+  z = z.astype(jnp.promote_types(z.dtype, jnp.float32))
   sq = jnp.sum(jnp.square(z), axis=-1, keepdims=True)
   return z * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
 

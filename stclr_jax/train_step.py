@@ -76,6 +76,32 @@ def init_state(
   return graphdef, mesh_lib.replicate(state, mesh)
 
 
+def gradients(
+  params,
+  batch_stats,
+  batch: dict,
+  *,
+  graphdef: nnx.GraphDef,
+  loss_fn: Callable,
+  mean: jax.Array,
+  std: jax.Array,
+):
+  """``((loss, (metrics, new batch_stats)), grads)`` of ``loss_fn`` on a
+  batch ``{"view_a", "view_b"}`` of ``(B, T, H, W, 3)`` clips in [0, 1]."""
+
+  def loss_of(params):
+    # copy=True: fresh Variables at this trace level, which BatchNorm's
+    # statistics update may write to.
+    model = nnx.merge(graphdef, params, batch_stats, copy=True)
+    z_a, z_b = model.embed_views(
+      (batch["view_a"] - mean) / std, (batch["view_b"] - mean) / std
+    )
+    loss, metrics = loss_fn(z_a, z_b)
+    return loss, (metrics, nnx.state(model, nnx.BatchStat))
+
+  return jax.value_and_grad(loss_of, has_aux=True)(params)
+
+
 def train_step(
   state: TrainState,
   batch: dict,
@@ -87,30 +113,22 @@ def train_step(
   mean: jax.Array,
   std: jax.Array,
 ) -> tuple[TrainState, dict]:
-  """One update on a global batch ``{"view_a", "view_b"}`` of
-  ``(B, T, H, W, 3)`` clips in [0, 1]; returns ``(state, metrics)``.
+  """One update on a global batch ``{"view_a", "view_b"}``; returns
+  ``(state, metrics)``.
 
   ``loss_fn(z_a, z_b) -> (loss, metrics)``. Metrics: the loss, the loss's
   own metrics, the learning rate of this step, and the global norms of the
   gradient, the new parameters and the update.
   """
-
-  def normalize(x):
-    return (x - mean) / std
-
-  def loss_of(params):
-    # copy=True: fresh Variables at this trace level, which BatchNorm's
-    # statistics update may write to.
-    model = nnx.merge(graphdef, params, state.batch_stats, copy=True)
-    z_a, z_b = model.embed_views(
-      normalize(batch["view_a"]), normalize(batch["view_b"])
-    )
-    loss, metrics = loss_fn(z_a, z_b)
-    return loss, (metrics, nnx.state(model, nnx.BatchStat))
-
-  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
-    loss_of, has_aux=True
-  )(state.params)
+  (loss, (metrics, batch_stats)), grads = gradients(
+    state.params,
+    state.batch_stats,
+    batch,
+    graphdef=graphdef,
+    loss_fn=loss_fn,
+    mean=mean,
+    std=std,
+  )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(

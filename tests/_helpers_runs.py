@@ -6,6 +6,7 @@ contents."""
 import os
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
@@ -49,8 +50,11 @@ def main_cmd(workdir, overrides):
 
 
 def checkpoint(workdir, step):
-  ckpt = ocp.StandardCheckpointer()
-  tree = ckpt.restore(
-    os.path.join(workdir, "checkpoints", str(step), "default")
-  )
-  return tree
+  """A run's checkpoint as NumPy arrays in their saved dtypes (float64
+  stays float64 here, where jax_enable_x64 is off), whatever the topology
+  it was saved on."""
+  path = os.path.join(workdir, "checkpoints", str(step), "default")
+  with ocp.StandardCheckpointer() as ckpt:
+    meta = ckpt.metadata(path).item_metadata.tree
+    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), meta)
+    return ckpt.restore(path, target)

@@ -42,8 +42,8 @@ def train_linear(
   ``(W, b)``, so they apply to the raw features: still one linear layer on
   the frozen encoder, but well conditioned. Pooled ReLU features sit on a
   large offset with a small spread, where Adam barely moves the training
-  loss off ln C; see BENCHMARKS.md ("Linear probe: standardised features")
-  and tests/evaluation_linear_test.py.
+  loss off ln C: measured in BENCHMARKS.md (Synthetic protocol, Diagnosis,
+  item 6) and tested in tests/evaluation_linear_test.py.
   """
   features = np.asarray(features, np.float32)
   n, d = features.shape

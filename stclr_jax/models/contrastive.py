@@ -27,6 +27,7 @@ class ContrastiveModel(nnx.Module):
       hidden_features=proj_hidden or None,
       out_features=proj_dim,
       dtype=encoder.dtype,
+      param_dtype=encoder.param_dtype,
       rngs=rngs,
     )
 
@@ -38,10 +39,11 @@ class ContrastiveModel(nnx.Module):
     """Both views in one encoder pass, interleaved ``[a0, b0, a1, b1, ...]``
     so that a batch sharded over devices stays where it is (each device
     holds the two views of its own videos) and BatchNorm sees both views.
-    Returns ``(z_a, z_b)``, each (B, proj_dim), in float32."""
+    Returns ``(z_a, z_b)``, each (B, proj_dim), in float32 (float64 for a
+    float64 model)."""
     b = view_a.shape[0]
     x = jnp.stack([view_a, view_b], axis=1)
     x = x.reshape(2 * b, *view_a.shape[1:])
     _, z = self(x)
-    z = z.astype(jnp.float32).reshape(b, 2, -1)
+    z = z.astype(jnp.promote_types(z.dtype, jnp.float32)).reshape(b, 2, -1)
     return z[:, 0], z[:, 1]

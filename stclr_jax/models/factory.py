@@ -6,6 +6,7 @@ their encoder here, so an architecture option means the same everywhere.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -13,7 +14,13 @@ from stclr_jax.models import make_encoder
 from stclr_jax.models.contrastive import ContrastiveModel
 from stclr_jax.models.video_resnet import VideoResNet
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# float64 is for numerical checks (bench/multihost_equivalence.py): it needs
+# jax_enable_x64, and makes the parameters float64 too.
+DTYPES = {
+  "float32": jnp.float32,
+  "bfloat16": jnp.bfloat16,
+  "float64": jnp.float64,
+}
 
 
 def compute_dtype(name: str):
@@ -21,6 +28,11 @@ def compute_dtype(name: str):
   if name not in DTYPES:
     raise ValueError(
       f"config.model.dtype={name!r}: must be one of {sorted(DTYPES)}"
+    )
+  if name == "float64" and not jax.config.jax_enable_x64:
+    raise ValueError(
+      "config.model.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 "
+      "or jax.config.update('jax_enable_x64', True) before building"
     )
   return DTYPES[name]
 
@@ -35,10 +47,12 @@ def create_encoder(
   model_config, *, rngs: nnx.Rngs, bn_groups: int = 1
 ) -> VideoResNet:
   """The encoder f of ``config.model`` (randomly initialised)."""
+  dtype = compute_dtype(model_config.dtype)
   return make_encoder(
     model_config.encoder,
     width=model_config.width,
-    dtype=compute_dtype(model_config.dtype),
+    dtype=dtype,
+    param_dtype=jnp.float64 if dtype == jnp.float64 else jnp.float32,
     bn_groups=bn_groups,
     rngs=rngs,
   )

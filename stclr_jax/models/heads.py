@@ -67,4 +67,4 @@ class LinearClassifier(nnx.Module):
     )
 
   def __call__(self, h_BxD: jax.Array) -> jax.Array:
-    return self.fc(h_BxD.astype(jnp.float32))
+    return self.fc(h_BxD.astype(jnp.promote_types(h_BxD.dtype, jnp.float32)))

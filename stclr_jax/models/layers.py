@@ -61,7 +61,8 @@ def _weight_grad_gemm(x, dy, kernel_hw, strides, padding):
     for j in range(kw)
   ]
   cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-  dw = jnp.einsum("nhwk,nhwo->ko", cols, dy, preferred_element_type=jnp.float32)
+  acc = jnp.promote_types(cols.dtype, jnp.float32)  # float32, or float64
+  dw = jnp.einsum("nhwk,nhwo->ko", cols, dy, preferred_element_type=acc)
   return dw.reshape(kh, kw, c, co)
 
 
@@ -217,7 +218,8 @@ class BatchNorm(nnx.Module):
     statistic in the running average (0.1 by default, as ``nn.BatchNorm3d``).
   * Normalisation uses the biased batch variance; the running variance is
     updated with the unbiased one (``n / (n - 1)``), exactly as PyTorch does.
-  * Statistics are computed in float32 whatever the compute dtype.
+  * Statistics are computed in float32 whatever the compute dtype (float64
+    for float64 parameters, under ``jax_enable_x64``).
   * ``num_groups=1`` (default): statistics over the whole batch. Under a
     ``jax.jit`` whose batch is sharded over a mesh, this is the *global*
     (synchronised) BatchNorm: XLA inserts the cross-device reduction.
@@ -247,8 +249,10 @@ class BatchNorm(nnx.Module):
     self.use_running_average = use_running_average
     self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
     self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+    # Statistics in float32, or float64 for a float64 model.
+    self.stat_dtype = jnp.promote_types(param_dtype, jnp.float32)
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), self.stat_dtype))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), self.stat_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.shape[-1] != self.num_features:
@@ -261,7 +265,7 @@ class BatchNorm(nnx.Module):
         raise ValueError(
           f"batch {x.shape[0]} is not divisible by num_groups={g}"
         )
-      xg = x.astype(jnp.float32).reshape(g, x.shape[0] // g, *x.shape[1:])
+      xg = x.astype(self.stat_dtype).reshape(g, x.shape[0] // g, *x.shape[1:])
       axes = tuple(range(1, xg.ndim - 1))
       gmean = jnp.mean(xg, axis=axes, keepdims=True)
       # Centred (two-pass): E[(x - mean)^2]. The one-pass E[x^2] - mean^2
@@ -284,4 +288,4 @@ class BatchNorm(nnx.Module):
       return y.reshape(x.shape).astype(self.dtype)
     mul = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
     add = self.bias[...] - mean * mul
-    return (x.astype(jnp.float32) * mul + add).astype(self.dtype)
+    return (x.astype(self.stat_dtype) * mul + add).astype(self.dtype)

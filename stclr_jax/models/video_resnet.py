@@ -198,6 +198,7 @@ class VideoResNet(nnx.Module):
     )
     conv_kw = dict(dtype=dtype, param_dtype=param_dtype, lowering=conv_lowering)
     widths = [scaled(c) for c in STAGE_WIDTHS]
+    self.param_dtype = param_dtype
     self.dtype = dtype
     self.features = widths[-1]
     if stem == "2plus1d":
@@ -262,8 +263,10 @@ class VideoResNet(nnx.Module):
     x = self.stem(x.astype(self.dtype))
     for block in self.blocks:
       x = block(x)
-    # Global average pool over (time, height, width), accumulated in fp32.
-    return jnp.mean(x, axis=(1, 2, 3), dtype=jnp.float32).astype(self.dtype)
+    # Global average pool over (time, height, width), accumulated in fp32
+    # (fp64 for a float64 model).
+    acc = jnp.promote_types(self.dtype, jnp.float32)
+    return jnp.mean(x, axis=(1, 2, 3), dtype=acc).astype(self.dtype)
 
 
 def r2plus1d_18(**kw) -> VideoResNet:
