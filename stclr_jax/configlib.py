@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from stclr_jax.convert.converted import KINETICS_MEAN, KINETICS_STD
+
 # Table IV ablations: which augmentation a variant switches off.
 AUG_VARIANTS = ("all", "no_temporal", "no_crop", "no_color", "no_flip")
 ENCODERS = ("r2plus1d_18", "r3d_18", "mc3_18")
@@ -137,8 +139,6 @@ def apply_variants(
   if init == "kinetics400":
     # Weights from `python -m stclr_jax.convert.torchvision` (pass the
     # directory as --config.init_from); they expect Kinetics statistics.
-    from stclr_jax.convert.converted import KINETICS_MEAN, KINETICS_STD
-
     c.data.mean, c.data.std = tuple(KINETICS_MEAN), tuple(KINETICS_STD)
   elif init != "random":
     raise ValueError(f"init must be random or kinetics400, got {init!r}")

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from stclr_jax import models
@@ -97,8 +98,6 @@ def save_converted(
 ) -> dict:
   """Writes ``out/state`` (Orbax) and ``out/metadata.json``; returns the
   metadata."""
-  import orbax.checkpoint as ocp
-
   out = pathlib.Path(out).absolute()
   state_dir = out / STATE_DIR
   if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:
@@ -176,8 +175,6 @@ def load_converted(path: str | os.PathLike, **options):
     FileNotFoundError: ``path`` has no converted checkpoint.
     ValueError: the checkpoint's arch or shapes do not match.
   """
-  import orbax.checkpoint as ocp
-
   out = pathlib.Path(path).absolute()
   meta_file, state_dir = out / METADATA_FILE, out / STATE_DIR
   if not meta_file.is_file() or not state_dir.is_dir():
