@@ -25,6 +25,7 @@ missing half of the batch, a shard's statistics) would stay O(1).
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -41,8 +42,8 @@ LAYOUTS = {"1x8": (1, 8), "2x4": (2, 4), "1x1": (1, 1)}
 
 
 def worker(pid, nproc, port, out, dtype, data_dir, steps):
-  import functools
-
+  # The package is imported after the JAX options and jax.distributed are
+  # set up (64-bit mode, gloo, the process group), as in a real launch.
   import jax
 
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from stclr_jax.convert.converted import KINETICS_MEAN, KINETICS_STD
+from stclr_jax.convert.kinetics import KINETICS_MEAN, KINETICS_STD
 
 # Table IV ablations: which augmentation a variant switches off.
 AUG_VARIANTS = ("all", "no_temporal", "no_crop", "no_color", "no_flip")
@@ -29,12 +29,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.profile = False
-  c.init_from = ""  # converted checkpoint dir (Kinetics-400)
+  c.init_from = ""  # converted (Kinetics-400) or pretraining workdir
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "r2plus1d_18"
   c.model.width = 1.0
-  c.model.dtype = "float32"  # compute dtype; params stay float32
+  c.model.dtype = "float32"  # compute dtype; params float32 (float64: x64)
   c.model.bn_per_device = False  # False: global (synchronised) BatchNorm
   c.model.proj_hidden = 0  # 0: the encoder's feature width
   c.model.proj_dim = 128

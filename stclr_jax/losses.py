@@ -78,7 +78,8 @@ def nt_xent_with_metrics(
 ) -> tuple[jax.Array, dict]:
   """NT-Xent and contrastive top-1 (positive is the nearest of 2N-1).
 
-  Returns ``(loss, {"contrastive_top1": ...})``, scalars in float32.
+  Returns ``(loss, {"contrastive_top1": ...})``: the loss in float32 (float64
+  for float64 embeddings), the top-1 in float32.
   """
   _check_pair(z_a, z_b)
   losses, hits = _anchor_terms(z_a, z_b, z_a, z_b, 0, temperature)

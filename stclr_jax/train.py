@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
+from jax.experimental import multihost_utils
 
 from stclr_jax import checkpoints
 from stclr_jax import mesh as mesh_lib
@@ -81,16 +82,33 @@ def data_shards(config, workdir: str, resuming: bool, process_count: int):
   """The number of logical data shards of this run (the batches are a
   function of (seed, step, shards), see ``data/input.py``).
 
-  A fresh run takes ``data.num_shards``, or one per process, and records it
-  in ``workdir/data_stream.json``. A resumed run keeps the recorded count,
-  so its data stream does not change when it resumes on another number of
-  processes; where that cannot hold, it stops with an error that says why.
+  A fresh run takes ``data.num_shards``, or one per process; it is recorded
+  in ``workdir/data_stream.json`` with the seed (:func:`record_stream`). A
+  resumed run keeps the recorded count, so its data stream does not change
+  when it resumes on another number of processes; where that cannot hold,
+  or the seed changed, it stops with an error that says why.
   """
   path = os.path.join(workdir, STREAM_FILE)
-  if not (resuming and os.path.exists(path)):
+  if not resuming:
+    return input_lib.num_data_shards(config.data, process_count)
+  if not os.path.exists(path):
+    logging.warning(
+      "%s has checkpoints but no %s (a run from before it was recorded): "
+      "assuming data.num_shards or one shard per process, as then",
+      workdir,
+      STREAM_FILE,
+    )
     return input_lib.num_data_shards(config.data, process_count)
   with open(path) as f:
-    recorded = int(json.load(f)["num_shards"])
+    record = json.load(f)
+  recorded = int(record["num_shards"])
+  if "seed" in record and record["seed"] != config.seed:
+    raise ValueError(
+      f"{workdir} was trained with seed {record['seed']} (see {path}); "
+      f"--config.seed={config.seed} would change its data stream from the "
+      f"restored step on. Set --config.seed={record['seed']}, or start a "
+      "new --workdir"
+    )
   asked = config.data.get("num_shards", 0)
   if asked and asked != recorded:
     raise ValueError(
@@ -114,6 +132,18 @@ def data_shards(config, workdir: str, resuming: bool, process_count: int):
       path,
     )
   return recorded
+
+
+def record_stream(workdir: str, num_shards: int, seed: int) -> None:
+  """Writes ``data_stream.json`` atomically, once per run (process 0; a
+  resumed run reads it and never rewrites it)."""
+  path = os.path.join(workdir, STREAM_FILE)
+  if os.path.exists(path):
+    return
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump({"num_shards": num_shards, "seed": seed}, f)
+  os.replace(tmp, path)
 
 
 class Preemption:
@@ -140,7 +170,9 @@ class Preemption:
 
   def __enter__(self):
     if self._own:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      previous = signal.signal(signal.SIGTERM, self._handle)
+      # None: a handler not installed from Python; fall back to the default.
+      self._previous = signal.SIG_DFL if previous is None else previous
     return self
 
   def __exit__(self, *exc):
@@ -150,6 +182,9 @@ class Preemption:
   def _handle(self, signum, frame):
     del frame
     self._received = signum
+    # A second SIGTERM gets the previous behaviour (by default: terminate),
+    # so a run stuck before its next step can still be stopped.
+    signal.signal(signal.SIGTERM, self._previous)
     logging.warning(
       "Received %s; saving at the next step and stopping.",
       signal.Signals(signum).name,
@@ -216,9 +251,10 @@ def pretrain(
   shards = data_shards(
     config, workdir, restored is not None, jax.process_count()
   )
+  if jax.process_count() > 1:  # every process must cut the same shards
+    multihost_utils.assert_equal(np.int32(shards), "data shards differ")
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, STREAM_FILE), "w") as f:
-      json.dump({"num_shards": shards, "seed": config.seed}, f)
+    record_stream(workdir, shards, config.seed)
   batches, _ = input_lib.pretrain_input(
     config, start_step=start, num_shards=shards
   )

@@ -4,7 +4,10 @@ child process with N fake devices, the main command, and a checkpoint's
 contents."""
 
 import os
+import re
+import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -58,3 +61,50 @@ def checkpoint(workdir, step):
     meta = ckpt.metadata(path).item_metadata.tree
     target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), meta)
     return ckpt.restore(path, target)
+
+
+class Child:
+  """A child process whose output (stdout and stderr) goes to a file, so
+  that no pipe can fill up and block it while the test waits on another."""
+
+  def __init__(self, args, env, log_path):
+    self.log_path = str(log_path)
+    self._log = open(self.log_path, "w")
+    self.proc = subprocess.Popen(
+      [str(a) for a in args],
+      env=env,
+      stdout=self._log,
+      stderr=subprocess.STDOUT,
+    )
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    """Never leaves the process running, whatever the test did."""
+    if self.proc.poll() is None:
+      self.proc.kill()
+      self.proc.wait()
+    self._log.close()
+
+  def log(self) -> str:
+    with open(self.log_path) as f:
+      return f.read()
+
+  def wait(self, timeout=600) -> int:
+    try:
+      return self.proc.wait(timeout=timeout)
+    finally:
+      self._log.close()
+
+  def wait_for(self, pattern, timeout=600) -> bool:
+    """Polls the log until ``pattern`` (a regex) appears or the process
+    ends; True if it appeared."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+      if re.search(pattern, self.log()):
+        return True
+      if self.proc.poll() is not None:
+        return bool(re.search(pattern, self.log()))
+      time.sleep(0.05)
+    return False

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import _helpers_runs as runs
 
@@ -28,22 +27,16 @@ def test_main_stops_on_the_slurm_signal_with_a_checkpoint_and_resumes(
   sig = _slurm_warning_signal()
   work = tmp_path / "w"
   common = {"data.data_dir": tmp_path / "tfds", "checkpoint_every_steps": 1000}
-  proc = subprocess.Popen(
+  with runs.Child(
     runs.main_cmd(work, {**common, "num_steps": 1000}),
-    env=runs.env(2),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
-  lines, deadline = [], time.time() + 600
-  for line in proc.stdout:  # step 3's metrics: the loop is running
-    lines.append(line)
-    if re.search(r"\[3\] .*loss", line) or time.time() > deadline:
-      break
-  proc.send_signal(sig)
-  lines += proc.stdout.readlines()
-  assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
-  log = "".join(lines)
+    runs.env(2),
+    tmp_path / "first.log",
+  ) as child:
+    # Step 3's metrics: the loop is running.
+    assert child.wait_for(r"\[3\] .*loss"), child.log()[-3000:]
+    child.proc.send_signal(sig)
+    assert child.wait(timeout=300) == 0, child.log()[-3000:]
+  log = child.log()
   (stopped,) = [int(m) for m in re.findall(r"Preempted at step (\d+)", log)]
   assert 3 <= stopped < 1000
   assert sorted(os.listdir(work / "checkpoints")) == [str(stopped)]

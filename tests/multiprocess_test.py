@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import _helpers_runs as runs
 import jax
@@ -67,31 +66,21 @@ def test_two_processes_equal_one_process_in_float64(tmp_path):
   script.write_text(_MULTI)
   port = str(_free_port())
   procs = [
-    subprocess.Popen(
-      [
-        sys.executable,
-        str(script),
-        str(i),
-        "2",
-        port,
-        str(tmp_path / "two"),
-        csv,
-        tfds_dir,
-      ],
-      env=runs.env(4),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
+    runs.Child(
+      [sys.executable, script, i, 2, port, tmp_path / "two", csv, tfds_dir],
+      runs.env(4),
+      tmp_path / f"two_{i}.log",
     )
     for i in range(2)
   ]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  with procs[0], procs[1]:
+    codes = [p.wait() for p in procs]
+  logs = [p.log() for p in procs]
+  assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
   # Process 0 built the data set; process 1 waited for it and read it.
-  assert "waiting for process 0" not in outs[0][1]
-  assert "waiting for process 0 to prepare video_folder" in outs[1][1]
-  assert "video_folder was prepared by process 0" in outs[1][1]
+  assert "waiting for process 0" not in logs[0]
+  assert "waiting for process 0 to prepare video_folder" in logs[1]
+  assert "video_folder was prepared by process 0" in logs[1]
   single = subprocess.run(
     [
       sys.executable,
@@ -157,31 +146,20 @@ def test_sigterm_to_every_process_saves_one_agreed_step(tmp_path):
   script.write_text(_PREEMPT)
   port = str(_free_port())
   procs = [
-    subprocess.Popen(
-      [
-        sys.executable,
-        str(script),
-        str(i),
-        port,
-        str(tmp_path / "w"),
-        str(tmp_path / "tfds"),
-      ],
-      env=runs.env(2),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
+    runs.Child(
+      [sys.executable, script, i, port, tmp_path / "w", tmp_path / "tfds"],
+      runs.env(2),
+      tmp_path / f"p{i}.log",
     )
     for i in range(2)
   ]
-  lines, deadline = [], time.time() + 600
-  for line in procs[0].stdout:  # step 3's metrics: both are training
-    lines.append(line)
-    if re.search(r"\[3\] .*loss", line) or time.time() > deadline:
-      break
-  for p in procs:
-    p.send_signal(signal.SIGTERM)
-  logs = ["".join(lines) + procs[0].stdout.read(), procs[1].stdout.read()]
-  codes = [p.wait(timeout=300) for p in procs]
+  with procs[0], procs[1]:
+    # Step 3's metrics: both are training.
+    assert procs[0].wait_for(r"\[3\] .*loss"), procs[0].log()[-3000:]
+    for p in procs:
+      p.proc.send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=300) for p in procs]
+  logs = [p.log() for p in procs]
   assert codes == [0, 0], logs[0][-2000:] + logs[1][-2000:]
   steps = [re.findall(r"Preempted at step (\d+)", log) for log in logs]
   assert steps[0] == steps[1] and len(steps[0]) == 1, steps

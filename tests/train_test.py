@@ -61,22 +61,19 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   assert a.returncode == 0, a.stderr[-3000:]
 
   cmd = runs.main_cmd(tmp_path / "b", common)
-  proc = subprocess.Popen(
-    [sys.executable, "-c", _SLOW_SAVE, *cmd[3:]],
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
   ckpts = tmp_path / "b" / "checkpoints"
-  in_flight, deadline = [], time.time() + 600
-  while not in_flight and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.02)
-    if ckpts.is_dir():
-      in_flight = [d for d in os.listdir(ckpts) if d.startswith("6.")]
-  proc.send_signal(signal.SIGKILL)
-  log1 = proc.communicate()[0]
-  assert in_flight, f"step 6's save was never in flight: {log1[-2000:]}"
+  with runs.Child(
+    [sys.executable, "-c", _SLOW_SAVE, *cmd[3:]], env, tmp_path / "b.log"
+  ) as child:
+    in_flight, deadline = [], time.time() + 600
+    while (
+      not in_flight and time.time() < deadline and child.proc.poll() is None
+    ):
+      time.sleep(0.02)
+      if ckpts.is_dir():
+        in_flight = [d for d in os.listdir(ckpts) if d.startswith("6.")]
+    child.proc.send_signal(signal.SIGKILL)
+  assert in_flight, f"step 6's save was never in flight: {child.log()[-2000:]}"
   left = sorted(os.listdir(ckpts))
   assert "3" in left and "6" not in left, left  # 6 half-written, not final
   b = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -89,8 +86,10 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
 
 
-def _data_config(num_shards=0):
-  return ml_collections.ConfigDict({"data": {"num_shards": num_shards}})
+def _data_config(num_shards=0, seed=0):
+  return ml_collections.ConfigDict(
+    {"seed": seed, "data": {"num_shards": num_shards}}
+  )
 
 
 def test_a_resumed_run_keeps_its_data_shards_or_says_why_not(tmp_path):
@@ -114,5 +113,33 @@ def test_a_resumed_run_keeps_its_data_shards_or_says_why_not(tmp_path):
     r"--config.data.num_shards=4",
   ):
     train.data_shards(_data_config(2), work, True, 2)
+  with pytest.raises(ValueError, match=r"seed 0 .* --config.seed=1 would"):
+    train.data_shards(_data_config(seed=1), work, True, 2)
+  # Written once, atomically; a resumed run does not rewrite it.
+  train.record_stream(work, 8, 5)
+  assert json.load(open(os.path.join(work, train.STREAM_FILE)))["seed"] == 0
   # The record only counts for a run that resumes.
   assert train.data_shards(_data_config(), work, False, 2) == 2
+
+
+def test_sigterm_is_caught_once_then_the_previous_handler_is_back():
+  """A single process catches the first SIGTERM (save and stop at the next
+  step); a second one gets the previous handler, so a stuck run can still
+  be stopped; leaving the loop restores it too."""
+  before = signal.getsignal(signal.SIGTERM)
+  calls = []
+  signal.signal(signal.SIGTERM, lambda *a: calls.append(a[0]))
+  try:
+    previous = signal.getsignal(signal.SIGTERM)
+    with train.Preemption(mngr=None) as preemption:
+      assert not preemption.reached(1)
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.1)  # the handler runs between bytecodes
+      assert preemption.reached(2)
+      assert signal.getsignal(signal.SIGTERM) is previous
+      os.kill(os.getpid(), signal.SIGTERM)  # the second: the old handler
+      time.sleep(0.1)
+      assert calls == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is previous
+  finally:
+    signal.signal(signal.SIGTERM, before)

@@ -23,12 +23,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from stclr_jax import models
+from stclr_jax.convert.kinetics import KINETICS_MEAN, KINETICS_STD
 
-# Normalisation of torchvision's Kinetics-400 video weights: RGB frames scaled
-# to [0, 1], then (x - mean) / std per channel; clips resized to 128x171 and
-# centre-cropped to 112x112 (torchvision's VideoClassification transform).
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 # Written into and checked in metadata.json (the name of the module that
 # first wrote it; unchanged so that existing conversions still load).
 FORMAT = "stclr_jax.convert.torchvision/1"

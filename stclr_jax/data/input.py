@@ -66,17 +66,29 @@ def prepared_builder(
   shared data_dir. So process 0 builds it while the others wait at a
   barrier; after it, a process that still finds it unbuilt (its data_dir is
   a disk of its own host) builds it there, one process per host at a time.
+  (That lock is per host: a shared data_dir must show process 0's build to
+  every host after the barrier, as NFS with close-to-open consistency and
+  GCS do.) If process 0's build fails, every process raises, none waits.
   """
   name, kw = _builder_args(data)
   pi, pc = _process(process_index, process_count)
   download = tfds.download.DownloadConfig(manual_dir=data.manual_dir or None)
   if pc > 1 and pi > 0:
     logging.info("process %d: waiting for process 0 to prepare %s", pi, name)
-  if pc == 1 or pi == 0:
+  if pc == 1:
     builder = tfds.builder(name, **kw)
     builder.download_and_prepare(download_config=download)
-  if pc > 1:
-    multihost_utils.sync_global_devices(f"stclr_jax: {name} prepared")
+    return builder
+  failed = None
+  if pi == 0:
+    try:
+      builder = tfds.builder(name, **kw)
+      builder.download_and_prepare(download_config=download)
+    except Exception as e:  # reach the barrier, so no process waits forever
+      failed = e
+  multihost_utils.sync_global_devices(f"stclr_jax: {name} prepared")
+  if failed is not None:
+    raise failed
   if pi > 0:
     builder = tfds.builder(name, **kw)
     if builder.is_prepared():

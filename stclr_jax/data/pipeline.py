@@ -1,9 +1,12 @@
 """tf.data assembly: per-host shards, cached frames, two ST-CLR views per
-video, batches, and global ``jax.Array``s sharded on the ``'data'`` axis.
+video, and host batches (``stclr_jax.mesh.to_global_arrays`` makes them
+global ``jax.Array``s sharded on the ``'data'`` axis).
 
 Determinism and resume
 ----------------------
-The pretraining stream is a function of ``(seed, step)`` only. Epoch ``e``
+The pretraining stream of a shard is a function of ``(seed, step)`` only
+(the global batch: of ``(seed, step, number of shards)``, see
+``data/input.py``). Epoch ``e``
 visits this host's videos in a shuffle seeded by ``(seed, e)``; the video at
 position ``p`` of epoch ``e`` gets the augmentation seed
 ``fold_in(fold_in(seed, e), p)``, from which both views' temporal samplers and

@@ -1,7 +1,8 @@
 """The one place that builds a model from a config (``config.model``).
 
-Pretraining, evaluation, the configs' tests and the benchmarks all build
-their encoder here, so an architecture option means the same everywhere.
+Pretraining, evaluation and the configs' tests build their model here, so
+an architecture option means the same everywhere. (Benchmarks that sweep
+encoder options directly call :func:`stclr_jax.models.make_encoder`.)
 """
 
 from __future__ import annotations

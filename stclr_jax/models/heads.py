@@ -46,7 +46,7 @@ class LinearClassifier(nnx.Module):
   """The single linear layer added for fine-tuning (Sec. III-B).
 
   Initialised as torchvision's video ResNet ``fc``: weights N(0, 0.01), zero
-  bias. Logits are returned in float32.
+  bias. Logits are returned in float32 (float64 for float64 features).
   """
 
   def __init__(
