@@ -33,6 +33,9 @@ training step) is printed beside it.
   python bench/train_step.py --batch 2 --sizes 112 --dtypes fp32 --repeats 5
   # GPU, one command (defaults: 16x112 and 16x224, bf16 and fp32):
   python bench/train_step.py --torch_compile
+
+It ends with the machine's load during the run (``bench/quiet.py``) and
+flags the figures UNRELIABLE when other jobs shared the cores.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from flax import nnx
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+import quiet  # noqa: E402  (bench/quiet.py: was the machine quiet?)
 
 # bench/torch_reference.py: the PyTorch step, and the settings both share.
 from torch_reference import (  # noqa: E402
@@ -323,12 +328,14 @@ def main():
     f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
     f"{len(os.sched_getaffinity(0))} CPU cores; median of {a.repeats}"
   )
-  for size, batch in zip(sizes, batches):
-    for dtype in a.dtypes.split(","):
-      try:
-        run_config(a, batch, a.frames, size, dtype)
-      except Exception as e:  # noqa: BLE001 (e.g. out of memory: go on)
-        print(f"  failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+  with quiet.MachineLoad() as load:
+    for size, batch in zip(sizes, batches):
+      for dtype in a.dtypes.split(","):
+        try:
+          run_config(a, batch, a.frames, size, dtype)
+        except Exception as e:  # noqa: BLE001 (e.g. out of memory: go on)
+          print(f"  failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+  print(load.summary())
 
 
 if __name__ == "__main__":
