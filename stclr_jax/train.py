@@ -256,7 +256,7 @@ def pretrain(
   if jax.process_index() == 0:
     record_stream(workdir, shards, config.seed)
   batches, _ = input_lib.pretrain_input(
-    config, start_step=start, num_shards=shards
+    config, start_step=start, num_shards=shards, builder=builder
   )
   batch_iter = batches.as_numpy_iterator()
   hooks = [

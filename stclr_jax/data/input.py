@@ -154,6 +154,7 @@ def pretrain_input(
   *,
   start_step=0,
   num_shards: int | None = None,
+  builder=None,
   process_index=None,
   process_count=None,
 ) -> tuple[tf.data.Dataset, int]:
@@ -163,7 +164,9 @@ def pretrain_input(
   split): ``num_shards``, or :func:`num_data_shards` of the config. This
   process reads its ``S / P`` shards and concatenates their batches in shard
   order, so the global batch is the concatenation of all shards' batches,
-  in order.
+  in order. ``builder``: the data set's prepared builder, if the caller
+  already has it (:func:`prepared_builder` runs a barrier on several
+  processes; once is enough).
   """
   pi, pc = _process(process_index, process_count)
   shards = num_shards or num_data_shards(config.data, pc)
@@ -177,7 +180,8 @@ def pretrain_input(
       f"the {shards} data shards"
     )
   per_shard = config.batch_size // shards
-  builder = prepared_builder(config.data, process_index=pi, process_count=pc)
+  if builder is None:
+    builder = prepared_builder(config.data, process_index=pi, process_count=pc)
   streams = []
   for s in range(pi * shards // pc, (pi + 1) * shards // pc):
     sub = pipeline.shard_for_process(config.data.split, s, shards)
