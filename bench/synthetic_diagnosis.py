@@ -30,40 +30,16 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
 from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
-
-
-def ridge_predict(train_x, train_y, test_x, num_classes, lam):
-  """Ridge regression on one-hot targets (dual form), argmax."""
-  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-  a = (train_x - mean) / std
-  b = (test_x - mean) / std
-  y = np.eye(num_classes)[train_y]
-  alpha = np.linalg.solve(
-    a @ a.T + lam * len(a) * np.eye(len(a)), y - y.mean(0)
-  )
-  return (b @ (a.T @ alpha)).argmax(1)
+from stclr_jax.evaluation import probes  # noqa: E402
 
 
 def expression_accuracy(x, labels, subjects, lam):
   accs = []
   for test in folds_lib.subject_folds(subjects, 10, 0):
     train = folds_lib.train_indices(test, len(x))
-    pred = ridge_predict(x[train], labels[train], x[test], 6, lam)
+    pred = probes.ridge_predict(x[train], labels[train], x[test], 6, lam)
     accs.append(np.mean(pred == labels[test]))
   return 100 * np.mean(accs), 100 * np.std(accs)
-
-
-def identity_accuracy(x, labels, subjects, lam):
-  ids = np.searchsorted(np.unique(subjects), subjects)
-  k = int(ids.max()) + 1
-  if k < 2:
-    return float("nan")
-  accs = []
-  for e in range(6):
-    held = labels == e
-    pred = ridge_predict(x[~held], ids[~held], x[held], k, lam)
-    accs.append(np.mean(pred == ids[held]))
-  return 100 * np.mean(accs)
 
 
 def pixel_features(data: str, data_dir: str, px: int):
@@ -120,7 +96,7 @@ def main(argv=None):
     )
     for name, x in (("apex - neutral", diff), ("apex", apex)):
       m, s = expression_accuracy(x, labels, subjects, args.lam)
-      ident = identity_accuracy(x, labels, subjects, args.lam)
+      ident = 100 * probes.identity_accuracy(x, labels, subjects, args.lam)
       print(
         f"| {data}: pixels, {name}, {args.pixels}x{args.pixels} grey | "
         f"{m:.1f} ± {s:.1f}% | {ident:.1f}% |",
@@ -130,7 +106,7 @@ def main(argv=None):
     d = np.load(path)
     x, labels, subjects = d["features"], d["labels"], d["subjects"]
     m, s = expression_accuracy(x, labels, subjects, 0.01)
-    ident = identity_accuracy(x, labels, subjects, 0.01)
+    ident = 100 * probes.identity_accuracy(x, labels, subjects, 0.01)
     print(
       f"| {path} ({x.shape[1]}-d) | {m:.1f} ± {s:.1f}% | {ident:.1f}% |",
       flush=True,

@@ -1,18 +1,32 @@
-"""The whole ST-CLR protocol on the built-in synthetic data, CPU-sized.
+"""Does pretraining help? The whole protocol on the built-in synthetic data,
+CPU-sized, in one command: Table VI's question on data where supervised
+training from scratch learns the expression.
 
-Three arms, each evaluated with configs/finetune_synthetic.py (linear probe,
-then fine-tuning, subject-independent folds):
+Arms (``--arms``):
 
-* ``stclr``: ST-CLR pretraining (configs/stclr_synthetic.py);
-* ``scratch``: no pretraining (random encoder, same code path);
-* ``stclr_no_temporal``: ST-CLR without temporal augmentation
+* ``scratch``: no pretraining, a random encoder (BatchNorm statistics
+  re-estimated per fold, ``eval.bn_reestimate``);
+* ``stclr``: ST-CLR pretraining (``configs/stclr_synthetic.py``) on the
+  unlabelled pool, subjects disjoint from the labelled ones;
+* ``stclr_no_temporal``: the same without temporal augmentation
   (``:aug=no_temporal``, Table IV).
 
-Prints a table of accuracy mean ± std over folds and the wall time of each
-stage. Every stage resumes from ``--workdir`` if it was interrupted.
+Each arm is evaluated with ``configs/finetune_synthetic.py`` at every label
+fraction (``--labels``, percent of each fold's training videos) on the
+subject-independent folds ``--folds``:
 
-  python bench/synthetic_protocol.py --workdir=workdirs/protocol \
-      --pretrain_epochs=20 --folds=0,1,2,3,4 --finetune_epochs=10
+* linear probe: ``linear_only=1`` (frozen encoder, standardised features);
+* fine-tuned: the protocol's linear phase, then the whole model;
+* identity probe: the subject from the frozen features (ridge, leave one
+  expression out; ``report.json``'s ``identity_probe``).
+
+A reference row gives the closed-form ridge on apex - neutral pixels on the
+same folds (it is told which frames are neutral and apex: an easier task).
+Prints a markdown table (mean ± std over folds) and the wall time of every
+stage; ``WORKDIR/summary.json`` holds it all. Every stage resumes from
+``--workdir``.
+
+  python bench/synthetic_protocol.py --workdir=workdirs/protocol
 """
 
 from __future__ import annotations
@@ -23,14 +37,79 @@ import os
 import sys
 import time
 
+import numpy as np
+from absl import logging
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import synthetic_diagnosis  # noqa: E402
+
+from stclr_jax import train  # noqa: E402
+from stclr_jax.demo import load_config  # noqa: E402
+from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
+from stclr_jax.evaluation import probes, protocol  # noqa: E402
+
+ARMS = ("scratch", "stclr", "stclr_no_temporal")
 
 
-def _load(name, arg=None):
-  from stclr_jax.demo import load_config
+def _config(name, arg, args):
+  c = load_config(os.path.join(_ROOT, "configs", name), arg)
+  c.data.data_dir = args.data_dir
+  return c
 
-  return load_config(os.path.join(_ROOT, "configs", name), arg)
+
+def pretrain(arm, args, times):
+  """The arm's pretraining workdir ("" for scratch)."""
+  if arm == "scratch":
+    return ""
+  variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
+  config = _config("stclr_synthetic.py", variant, args)
+  if args.pretrain_epochs:
+    config.num_epochs = args.pretrain_epochs
+  workdir = os.path.join(args.workdir, f"pretrain_{arm}")
+  t0 = time.time()
+  out = train.pretrain(config, workdir)
+  times[f"pretrain {arm}"] = time.time() - t0
+  hist = out["history"]
+  print(f"[{arm}] pretrained to step {out['last']}: {hist[-1]}", flush=True)
+  return workdir
+
+
+def evaluate(arm, init, pct, linear_only, args, times):
+  arg = f"labels={pct:g}" + (",linear_only=1" if linear_only else "")
+  config = _config("finetune_synthetic.py", arg, args)
+  config.init_from = init
+  config.eval.run_folds = args.folds
+  if args.finetune_epochs:
+    config.eval.finetune_epochs = args.finetune_epochs
+  kind = "linear" if linear_only else "eval"
+  workdir = os.path.join(args.workdir, f"{kind}_{arm}_{pct:g}")
+  t0 = time.time()
+  rep = protocol.evaluate(config, workdir)
+  times[f"{kind} {arm} {pct:g}%"] = time.time() - t0
+  return rep, config
+
+
+def pixel_reference(config, folds: list[int]):
+  """Ridge on 16x16 grey apex - neutral pixels, on the protocol's folds."""
+  diff, _, labels, subjects = synthetic_diagnosis.pixel_features(
+    config.data.name.split("/", 1)[1], config.data.data_dir, 16
+  )
+  tests = folds_lib.subject_folds(subjects, config.eval.num_folds, config.seed)
+  accs = []
+  for f in folds:
+    train_idx = folds_lib.train_indices(tests[f], len(diff))
+    pred = probes.ridge_predict(
+      diff[train_idx], labels[train_idx], diff[tests[f]], 6, 1.0
+    )
+    accs.append(float(np.mean(pred == labels[tests[f]])))
+  return accs
+
+
+def _cell(r):
+  return f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}%" if r else "-"
 
 
 def main(argv=None):
@@ -38,84 +117,82 @@ def main(argv=None):
     description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
   p.add_argument("--workdir", default="workdirs/protocol")
-  p.add_argument("--pretrain_epochs", type=int, default=20)
+  p.add_argument("--arms", default=",".join(ARMS))
+  p.add_argument("--labels", default="100,10", help="percent of labels")
   p.add_argument("--folds", default="0,1,2,3,4")
-  p.add_argument("--linear_epochs", type=int, default=30)
-  p.add_argument("--finetune_epochs", type=int, default=10)
-  p.add_argument("--arms", default="stclr,scratch,stclr_no_temporal")
-  p.add_argument("--data_dir", default="")
   p.add_argument(
-    "--size",
-    type=int,
-    default=0,
-    help="frame size for pretraining and evaluation (0: the "
-    "configs' 64); frames are cached at 1.25x",
+    "--pretrain_epochs", type=int, default=0, help="0: the config's"
   )
+  p.add_argument(
+    "--finetune_epochs", type=int, default=0, help="0: the config's"
+  )
+  p.add_argument("--data_dir", default="")
   args = p.parse_args(argv)
-
-  def sized(config):
-    config.data.data_dir = args.data_dir
-    if args.size:
-      config.data.size = args.size
-      config.data.cache_frame_size = int(round(1.25 * args.size))
-    return config
-
-  from absl import logging
-
-  from stclr_jax import train
-  from stclr_jax.evaluation import protocol
-
-  logging.set_verbosity(logging.INFO)
   arms = [a for a in args.arms.split(",") if a]
-  rows, times = {}, {}
+  for a in arms:
+    if a not in ARMS:
+      p.error(f"--arms: unknown arm {a!r}; known: {ARMS}")
+  pcts = [float(x) for x in args.labels.split(",") if x]
+  logging.set_verbosity(logging.INFO)
+  os.makedirs(args.workdir, exist_ok=True)
+
+  start, times, rows = time.time(), {}, []
+  config = None
   for arm in arms:
-    init = ""
-    if arm != "scratch":
-      variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
-      config = sized(_load("stclr_synthetic.py", variant))
-      config.num_epochs = args.pretrain_epochs
-      init = os.path.join(args.workdir, f"pretrain_{arm}")
-      t0 = time.time()
-      last = train.pretrain(config, init)["last"]
-      times[f"pretrain {arm}"] = time.time() - t0
-      print(f"[{arm}] pretrained: {last}", flush=True)
-    config = sized(_load("finetune_synthetic.py"))
-    config.init_from = init
-    config.eval.run_folds = args.folds
-    config.eval.linear_epochs = args.linear_epochs
-    config.eval.finetune_epochs = args.finetune_epochs
-    t0 = time.time()
-    rows[arm] = protocol.evaluate(
-      config, os.path.join(args.workdir, f"eval_{arm}")
-    )
-    times[f"evaluate {arm}"] = time.time() - t0
+    init = pretrain(arm, args, times)
+    for pct in pcts:
+      lin, _ = evaluate(arm, init, pct, True, args, times)
+      ft, config = evaluate(arm, init, pct, False, args, times)
+      rows.append(
+        {
+          "arm": arm,
+          "labels": pct,
+          "linear": lin["linear"],
+          "finetune": ft.get("finetune"),
+          "identity_probe": ft.get("identity_probe"),
+          "init": ft["init"],
+        }
+      )
+  folds = [int(f) for f in args.folds.split(",") if f]
+  ref = pixel_reference(config, folds) if config else []
+  total = time.time() - start
 
   print(
-    f"\n{config.data.name} at {config.data.size} px, folds "
-    f"{args.folds} of 10 (by subject); "
-    f"pretraining {args.pretrain_epochs} epochs; linear "
-    f"{args.linear_epochs} + fine-tune {args.finetune_epochs} epochs\n"
+    f"\n{config.data.name}: folds {args.folds} of {config.eval.num_folds} "
+    f"(by subject); {config.model.encoder} width {config.model.width}, "
+    f"{config.data.clip_len}x{config.data.size}^2 clips\n"
   )
-  print("| arm | linear probe | fine-tuned |")
-  print("| --- | --- | --- |")
-  for arm, rep in rows.items():
-    cells = []
-    for phase in ("linear", "finetune"):
-      r = rep.get(phase)
-      cells.append(
-        f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}%" if r else "-"
-      )
-    print(f"| {arm} | {cells[0]} | {cells[1]} |")
-  print("\nwall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+  print("| arm | labels | linear probe | fine-tuned | identity probe |")
+  print("| --- | --- | --- | --- | --- |")
+  for r in rows:
+    ident = r["identity_probe"]
+    ident = (
+      f"{100 * ident['accuracy']:.1f}% (of {ident['subjects']})"
+      if ident
+      else "-"
+    )
+    print(
+      f"| {r['arm']} | {r['labels']:g}% | {_cell(r['linear'])} | "
+      f"{_cell(r['finetune'])} | {ident} |"
+    )
+  if ref:
+    print(
+      f"| pixels, apex - neutral, ridge (reference) | 100% | "
+      f"{100 * np.mean(ref):.1f} ± {100 * np.std(ref):.1f}% | | |"
+    )
+  print(
+    "\nwall time: "
+    + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
+    + f"; total {total:.0f}s"
+  )
   with open(os.path.join(args.workdir, "summary.json"), "w") as f:
     json.dump(
       {
         "args": vars(args),
         "times": times,
-        "results": {
-          a: {k: r.get(k) for k in ("linear", "finetune")}
-          for a, r in rows.items()
-        },
+        "total_seconds": total,
+        "rows": rows,
+        "pixel_reference": ref,
       },
       f,
       indent=2,

@@ -184,6 +184,13 @@ def finetune_config() -> ml_collections.ConfigDict:
   # folded layer's large weights meet the shifted train-mode features (a
   # random encoder's first fine-tuning epoch: loss 677, BENCHMARKS.md).
   c.eval.linear_standardize = False
+  # BatchNorm running statistics re-estimated per fold on its training
+  # videos before the linear phase: "auto" (on for init_from="", the random
+  # encoder, whose statistics are the initial 0 and 1), "on" or "off".
+  c.eval.bn_reestimate = "auto"
+  # Learning-rate schedule of both phases: "plateau" (the paper's
+  # reduce-on-plateau on the training loss), "cosine" or "constant".
+  c.eval.schedule = "plateau"
   c.eval.plateau_patience = 3  # paper: reduce on plateau, patience 3
   c.eval.plateau_factor = 0.1  # not in the paper (PyTorch's default)
   c.eval.plateau_rtol = 1e-4  # PyTorch's default threshold
@@ -195,6 +202,9 @@ def finetune_config() -> ml_collections.ConfigDict:
   c.eval.train_crop_area = (0.5, 1.0)
   c.eval.train_flip = True
   c.eval.export_embeddings = True
+  # > 0: the test part's accuracy every k fine-tuning epochs, in the fold's
+  # log (a learning curve to read, never used to steer training).
+  c.eval.log_test_every = 0
   return c
 
 

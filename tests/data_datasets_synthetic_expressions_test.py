@@ -247,3 +247,39 @@ def test_people_makes_subjects_recordings_of_the_same_person():
   assert np.abs(n[1].astype(int) - n[2]).mean() > 10
   with pytest.raises(ValueError, match="people must be >= 0"):
     se.generate_video(1, "fear", dataclasses.replace(TINY, people=-1))
+
+
+def test_unlabelled_pool_holds_no_labels_and_other_people(tmp_path, tiny):
+  builder = _build(tmp_path, "tiny_pool")
+  pool = se.CONFIGS["tiny_pool"]
+  assert "label" not in builder.info.features
+  assert builder.info.supervised_keys is None
+  rows = _rows(builder)
+  assert len(rows) == pool.num_subjects * 6
+  labelled_subjects = {int(r["subject_id"]) for r in tiny[1].values()}
+  subjects = {int(r["subject_id"]) for r in rows.values()}
+  assert subjects == set(range(1001, 1001 + pool.num_subjects))
+  assert not subjects & labelled_subjects
+  slot_of = {}  # expression -> the id's number, per subject
+  for vid, r in rows.items():
+    assert set(r) == {"video", "subject_id", "num_frames", "video_id"}
+    assert not any(name in vid for name in sequences.EXPRESSIONS)
+    s = int(r["subject_id"])
+    # The video is one of the subject's six, found by content: the id's
+    # number is a per-subject shuffle, not the expression index.
+    (e,) = [
+      e
+      for e in range(6)
+      if se.pool_video_id(s, e, pool.seed) == vid
+      and np.array_equal(se.generate_video(s, e, pool), r["video"])
+    ]
+    slot_of.setdefault(e, set()).add(vid.split("_")[1])
+  assert sum(len(v) for v in slot_of.values()) > 6  # numbering varies
+
+
+def test_subject_ids_start_at_first_subject():
+  assert se.subject_ids(TINY) == range(1, 7)
+  assert se.subject_ids(se.CONFIGS["expressive_pool"]) == range(1001, 1401)
+  bad = dataclasses.replace(TINY, name="bad", first_subject=0)
+  with pytest.raises(ValueError, match="'bad': first_subject must be >= 1"):
+    se.subject_ids(bad)

@@ -113,3 +113,45 @@ def test_corrupt_fold_file_is_a_clear_error(tmp_path):
     protocol.read_json(str(path))
   path.write_text('{"fold": 3}')
   assert protocol.read_json(str(path)) == {"fold": 3}
+
+
+def test_unlabelled_data_is_a_clear_error(tfds_dir, tmp_path):
+  config = _eval_config()
+  config.data.name = "synthetic_expressions/tiny_pool"
+  with pytest.raises(ValueError, match="tiny_pool has no labels"):
+    protocol.evaluate(config, str(tmp_path / "eval"))
+
+
+def test_bn_reestimate_modes():
+  config = _eval_config()
+  assert config.eval.bn_reestimate == "auto"
+  assert protocol.reestimate_batch_stats(config)  # random encoder
+  config.init_from = "some/pretraining/run"
+  assert not protocol.reestimate_batch_stats(config)
+  config.eval.bn_reestimate = "on"
+  assert protocol.reestimate_batch_stats(config)
+  config.eval.bn_reestimate = "yes"
+  with pytest.raises(ValueError, match="eval.bn_reestimate must be"):
+    protocol.reestimate_batch_stats(config)
+
+
+def test_scratch_reestimates_and_the_learning_curve_changes_nothing(
+  tfds_dir, tmp_path
+):
+  config = _eval_config(
+    linear_epochs=1, finetune_epochs=2, run_folds="0", schedule="cosine"
+  )
+  plain = protocol.evaluate(config, str(tmp_path / "plain"))
+  config.eval.log_test_every = 1
+  curve = protocol.evaluate(config, str(tmp_path / "curve"))
+  assert plain["init"] == {"init": "random", "seed": 0, "bn_reestimated": True}
+  for phase in ("linear", "finetune"):
+    assert curve[phase]["confusion"] == plain[phase]["confusion"]
+  log = json.load(open(tmp_path / "curve" / "folds" / "fold_00.json"))
+  log = log["finetune"]["log"]
+  assert [e["epoch"] for e in log] == [1, 2]
+  assert all(0 <= e["test_accuracy"] <= 1 for e in log)
+  assert log[-1]["test_accuracy"] == curve["finetune"]["mean"]
+  assert [e["lr"] for e in log] == [1e-4, 1e-4 * 0.5 * (1 + np.cos(np.pi / 2))]
+  ident = curve["identity_probe"]
+  assert ident["subjects"] == 6 and 0 <= ident["accuracy"] <= 1

@@ -3,6 +3,7 @@
 
 import ml_collections
 import numpy as np
+import pytest
 import torch  # a test requirement (Makefile)
 
 from stclr_jax.evaluation import supervised
@@ -27,3 +28,34 @@ def test_plateau_matches_pytorch_reduce_lr_on_plateau():
     theirs.append(opt.param_groups[0]["lr"])
   np.testing.assert_allclose(ours, theirs, rtol=1e-6)
   assert min(ours) < 1e-2  # it did reduce, more than once
+
+
+def test_cosine_matches_pytorch_cosine_annealing():
+  epochs = 17
+  cosine = supervised.schedule(
+    ml_collections.ConfigDict({"schedule": "cosine"}), epochs
+  )
+  opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+  ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+  ours, theirs = [], []
+  for _ in range(epochs):
+    ours.append(cosine.scale)
+    theirs.append(opt.param_groups[0]["lr"])
+    cosine.end_epoch(1.0)
+    opt.step()
+    ref.step()
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-12)
+  assert ours[0] == 1.0 and 0 < ours[-1] < 0.01
+
+
+def test_schedule_names():
+  ev = ml_collections.ConfigDict(
+    {"plateau_factor": 0.1, "plateau_patience": 3, "plateau_rtol": 1e-4}
+  )
+  assert isinstance(supervised.schedule(ev, 5), supervised.Plateau)  # paper
+  ev.schedule = "constant"
+  const = supervised.schedule(ev, 5)
+  assert [const.end_epoch(9.0 - e) for e in range(5)] == [1.0] * 5
+  ev.schedule = "step"
+  with pytest.raises(ValueError, match="eval.schedule must be one of"):
+    supervised.schedule(ev, 5)

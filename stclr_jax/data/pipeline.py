@@ -61,7 +61,10 @@ def shard_for_process(
   ]
 
 
-def _cacheable(example, cache_frame_size):
+def _cacheable(example, cache_frame_size, with_label=True):
+  """The fields the pipelines use, frames resized for caching. Pretraining
+  passes ``with_label=False``: its stream never holds a label, whatever
+  the data set has."""
   video = example["video"]
   if cache_frame_size:
     shape = tf.cast(tf.shape(video)[1:3], tf.float32)
@@ -76,9 +79,10 @@ def _cacheable(example, cache_frame_size):
   out = {
     "video": video,
     "num_frames": tf.shape(video)[0],
-    "label": tf.cast(example.get("label", -1), tf.int32),
     "subject_id": tf.cast(example.get("subject_id", -1), tf.int32),
   }
+  if with_label:
+    out["label"] = tf.cast(example.get("label", -1), tf.int32)
   return out
 
 
@@ -106,12 +110,13 @@ def pretrain_dataset(
   cache_frame_size: int | None = None,
   shard_index: int = 0,
 ) -> tf.data.Dataset:
-  """Endless stream of ``{"view_a", "view_b", "label", "subject_id"}``
-  batches for contrastive pretraining (one host's share of the batch).
+  """Endless stream of ``{"view_a", "view_b", "subject_id"}`` batches for
+  contrastive pretraining (one host's share of the batch). Labels are
+  dropped at the first step: nothing downstream can read them.
 
   Args:
     examples: this host's videos (``video`` uint8 (T,H,W,3), optional
-      ``label`` / ``subject_id``), a finite dataset of ``num_examples``.
+      ``subject_id``), a finite dataset of ``num_examples``.
     batch_size: videos per batch on this host (global batch / processes).
     view: clip length, output size and the augmentations.
     seed: the run's data seed.
@@ -124,7 +129,8 @@ def pretrain_dataset(
   """
   _check_nonempty(num_examples, "pretrain_dataset")
   base = examples.map(
-    lambda e: _cacheable(e, cache_frame_size), num_parallel_calls=AUTOTUNE
+    lambda e: _cacheable(e, cache_frame_size, with_label=False),
+    num_parallel_calls=AUTOTUNE,
   )
   if cache:
     base = base.cache()
@@ -168,7 +174,6 @@ def pretrain_dataset(
     return {
       "view_a": tf.ensure_shape(va, [view.clip_len, view.size, view.size, 3]),
       "view_b": tf.ensure_shape(vb, [view.clip_len, view.size, view.size, 3]),
-      "label": ex["label"],
       "subject_id": ex["subject_id"],
     }
 

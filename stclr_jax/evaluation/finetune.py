@@ -26,6 +26,7 @@ from stclr_jax import models
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import pipeline
 from stclr_jax.evaluation import supervised
+from stclr_jax.models import layers
 from stclr_jax.train_step import TrainState
 
 
@@ -58,8 +59,12 @@ class Runner:
     model.eval()
     self._eval_graphdef, _ = nnx.split(model)
     model.train()
+    self._stats_graphdef = _statistics_graph(model)
     self._features = jax.jit(self._features_fn, out_shardings=self._data)
     self._logits = jax.jit(self._logits_fn, out_shardings=self._data)
+    self._batch_stats = jax.jit(
+      self._batch_stats_fn, out_shardings=self.replicated
+    )
 
   def _normalize(self, x):
     return (x - self.mean) / self.std
@@ -82,6 +87,38 @@ class Runner:
       self._normalize(video.reshape(b * k, *video.shape[2:]))
     )
     return jax.nn.log_softmax(logits).reshape(b, k, -1).mean(1)
+
+  def _batch_stats_fn(self, variables, video):
+    """Every BatchNorm's statistics of this batch, in training mode."""
+    model = nnx.merge(self._stats_graphdef, *variables)
+    model.encoder(self._normalize(video.reshape(-1, *video.shape[2:])))
+    return nnx.state(model, nnx.BatchStat)
+
+  def reestimate_batch_stats(self, variables, batches: Iterable[dict]):
+    """BatchNorm running statistics re-estimated on ``batches`` (evaluation
+    batches, ``mask`` marking real clips): each layer's mean and unbiased
+    variance in one pass in training mode, averaged over the batches
+    weighted by their clips (PyTorch's ``swa_utils.update_bn``, a cumulative
+    average, with partial batches counted by size). Statistics are over
+    the whole batch whatever ``bn_per_device``. Returns host arrays in the
+    shape of ``variables[1]``."""
+    variables = jax.device_put(variables, self.replicated)
+    total, count = None, 0
+    for batch in batches:
+      keep = batch["mask"].astype(bool)
+      k = int(keep.sum())
+      if k == 0:
+        continue
+      stats = jax.device_get(self._batch_stats(variables, batch["video"][keep]))
+      stats = jax.tree.map(lambda x, k=k: np.float64(k) * x, stats)
+      total = stats if total is None else jax.tree.map(np.add, total, stats)
+      count += k
+    if count == 0:
+      raise ValueError("reestimate_batch_stats: no videos to estimate from")
+    ref = jax.device_get(variables[1])
+    return jax.tree.map(
+      lambda t, r: (t / count).astype(np.asarray(r).dtype), total, ref
+    )
 
   def _run(self, fn, variables, batches: Iterable[dict]):
     outs, labels = [], []
@@ -138,6 +175,18 @@ class Runner:
     )
 
 
+def _statistics_graph(model: Classifier):
+  """The graph of a copy of ``model`` in training mode with every
+  BatchNorm's momentum 1 (the running statistics after a batch are that
+  batch's) and one group. (A copy: a graph split earlier from ``model``
+  shares its modules' attributes.)"""
+  model = nnx.clone(model)
+  for _, m in nnx.iter_modules(model):
+    if isinstance(m, layers.BatchNorm):
+      m.momentum, m.num_groups = 1.0, 1
+  return nnx.split(model)[0]
+
+
 def with_head(params, w, b):
   """A copy of the classifier's ``params`` with the linear layer set to
   ``(w, b)`` (the fold's trained linear phase)."""
@@ -172,15 +221,21 @@ def finetune_fold(
   config,
   batch_size: int,
   fold: int,
+  on_epoch_end=None,
 ) -> tuple[TrainState, list[dict]]:
   """``config.eval.finetune_epochs`` epochs of fine-tuning on the videos
   ``train_idx`` of ``videos`` (the cached split of ``num_videos``); returns
-  the final state and a log line per epoch."""
+  the final state and a log line per epoch.
+
+  ``on_epoch_end(epoch, state)``, if given, is called after each epoch
+  (1-based) and may return a dict of extra fields for its log line (the
+  learning curve of ``eval.log_test_every``); it cannot change training.
+  """
   ev = config.eval
   modes = tuple(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )
-  plateau = supervised.Plateau(ev)
+  sched = supervised.schedule(ev, ev.finetune_epochs)
   state = jax.device_put(
     TrainState(
       params=params,
@@ -195,7 +250,7 @@ def finetune_fold(
   log = []
   for epoch in range(ev.finetune_epochs):
     t0 = time.time()
-    scale = plateau.scale
+    scale = sched.scale
     losses, accs = [], []
     batches = pipeline.labelled_epoch(
       subset,
@@ -222,7 +277,7 @@ def finetune_fold(
         f"fold {fold}, fine-tuning epoch {epoch + 1}: non-finite loss "
         f"{mean_loss}"
       )
-    plateau.end_epoch(mean_loss)
+    sched.end_epoch(mean_loss)
     log.append(
       {
         "epoch": epoch + 1,
@@ -232,5 +287,7 @@ def finetune_fold(
         "seconds": round(time.time() - t0, 2),
       }
     )
+    if on_epoch_end is not None:
+      log[-1].update(on_epoch_end(epoch + 1, state) or {})
     logging.info("fold %d fine-tune epoch %d: %s", fold, epoch + 1, log[-1])
   return state, log

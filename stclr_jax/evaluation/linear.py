@@ -35,7 +35,7 @@ def train_linear(
 
   W starts N(0, ``init_scale``) and b at zero, as ``LinearClassifier``;
   minibatches are a seeded shuffle per epoch, full batches only; Adam with
-  the plateau-reduced learning rate (``ev``'s plateau fields).
+  the learning rate scaled by ``ev.schedule`` (``supervised.schedule``).
 
   ``standardize``: train on features standardised with the training set's
   mean and std per dimension, then fold that affine map into the returned
@@ -55,7 +55,7 @@ def train_linear(
   batch_size = min(batch_size, n)
   steps = n // batch_size
   tx = optax.scale_by_adam()
-  plateau = supervised.Plateau(ev)
+  sched = supervised.schedule(ev, epochs)
   rng = np.random.default_rng([seed, 0x11EA])
   params = {
     "w": jnp.asarray(rng.normal(0, init_scale, (d, num_classes)), jnp.float32),
@@ -77,7 +77,7 @@ def train_linear(
   y_all = jnp.asarray(labels, jnp.int32)
   log = []
   for epoch in range(epochs):
-    lr = learning_rate * plateau.scale
+    lr = learning_rate * sched.scale
     order = rng.permutation(n)[: steps * batch_size].reshape(steps, -1)
     losses, accs = [], []
     for idx in order:
@@ -87,7 +87,7 @@ def train_linear(
       losses.append(loss)
       accs.append(acc)
     mean_loss = float(np.mean(losses))
-    plateau.end_epoch(mean_loss)
+    sched.end_epoch(mean_loss)
     log.append(
       {
         "epoch": epoch + 1,

@@ -35,13 +35,13 @@ from stclr_jax import checkpoints
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import input as input_lib
 from stclr_jax.data import pipeline
-from stclr_jax.evaluation import finetune, linear
+from stclr_jax.evaluation import finetune, linear, probes
 from stclr_jax.evaluation import folds as folds_lib
 from stclr_jax.evaluation import report as report_lib
 from stclr_jax.models import factory
 
 # Fields that choose what runs, not what a fold computes.
-_NOT_IN_FINGERPRINT = ("run_folds", "export_embeddings")
+_NOT_IN_FINGERPRINT = ("run_folds", "export_embeddings", "log_test_every")
 
 
 def fingerprint(config) -> str:
@@ -62,6 +62,20 @@ def read_json(path: str):
     raise ValueError(
       f"{path}: not valid JSON ({e}); delete it to recompute"
     ) from None
+
+
+def reestimate_batch_stats(config) -> bool:
+  """Whether each fold re-estimates BatchNorm's running statistics on its
+  training videos before the linear phase (``eval.bn_reestimate``: "on",
+  "off", or "auto": on for a random encoder, ``init_from=""``, whose
+  running statistics are still the initial mean 0 and variance 1, so its
+  frozen features would be mis-normalised)."""
+  mode = config.eval.get("bn_reestimate", "auto")
+  if mode not in ("auto", "on", "off"):
+    raise ValueError(
+      f"eval.bn_reestimate must be 'auto', 'on' or 'off', got {mode!r}"
+    )
+  return mode == "on" or (mode == "auto" and not config.init_from)
 
 
 def split_metadata(builder, split: str) -> dict:
@@ -127,6 +141,13 @@ def evaluate(config, workdir: str) -> dict:
   builder = input_lib.prepared_builder(config.data)
   split = config.data.split
   n = builder.info.splits[split].num_examples
+  if "label" not in builder.info.features:
+    raise ValueError(
+      f"{config.data.name} has no labels: evaluation needs a labelled data "
+      "set (an unlabelled one, such as synthetic_expressions/expressive_pool, "
+      "is for pretraining; label videos by folder, <label>/[<subject>/]"
+      "<video>, or with a CSV label column)"
+    )
   class_names = list(builder.info.features["label"].names)
   meta = split_metadata(builder, split)
   what = f"{config.data.name} ({split})"
@@ -173,12 +194,22 @@ def evaluate(config, workdir: str) -> dict:
     config.data.cache_frame_size or None,
   )
 
+  reestimate = reestimate_batch_stats(config)
+  init_info["bn_reestimated"] = reestimate
   feats = None
   emb_prefix = os.path.join(workdir, "embeddings")
   if todo or (ev.export_embeddings and not os.path.exists(emb_prefix + ".npz")):
     t0 = time.time()
+    every = _eval_batches(videos, n, np.arange(n), config, batch)
+    # With re-estimation, the exported features use statistics of every
+    # video (no labels); each fold's linear phase re-estimates on its own.
+    emb_stats = (
+      runner.reestimate_batch_stats((params, batch_stats), every)
+      if reestimate
+      else batch_stats
+    )
     feats, labels = runner.features(
-      (params, batch_stats),
+      (params, emb_stats),
       _eval_batches(videos, n, np.arange(n), config, batch),
     )
     if not np.array_equal(labels, meta["label"]):
@@ -207,8 +238,18 @@ def evaluate(config, workdir: str) -> dict:
       seed,
     )
     fb = min(batch, len(train_idx) - len(train_idx) % mesh.size)
+    fold_stats, fold_feats = batch_stats, feats
+    if reestimate:
+      fold_stats = runner.reestimate_batch_stats(
+        (params, batch_stats),
+        _eval_batches(videos, n, train_idx, config, batch),
+      )
+      fold_feats, _ = runner.features(
+        (params, fold_stats),
+        _eval_batches(videos, n, np.arange(n), config, batch),
+      )
     lin, lin_log = linear.train_linear(
-      feats[train_idx],
+      fold_feats[train_idx],
       meta["label"][train_idx],
       len(class_names),
       epochs=ev.linear_epochs,
@@ -220,7 +261,7 @@ def evaluate(config, workdir: str) -> dict:
     )
     lin_cm = report_lib.confusion(
       meta["label"][test],
-      linear.linear_predict(lin, feats[test]),
+      linear.linear_predict(lin, fold_feats[test]),
       len(class_names),
     )
     result = {
@@ -237,6 +278,18 @@ def evaluate(config, workdir: str) -> dict:
       },
     }
     if not ev.linear_only and ev.finetune_epochs > 0:
+      curve = None
+      if ev.get("log_test_every", 0) > 0:
+
+        def curve(epoch, state, test=test):
+          if epoch % ev.log_test_every and epoch != ev.finetune_epochs:
+            return None
+          preds, labels = runner.predict(
+            (state.params, state.batch_stats),
+            _eval_batches(videos, n, test, config, batch),
+          )
+          return {"test_accuracy": float(np.mean(preds == labels))}
+
       if step_fn is None:
         tx, step_fn = runner.make_train_step(ev.learning_rate)
       state, ft_log = finetune.finetune_fold(
@@ -244,13 +297,14 @@ def evaluate(config, workdir: str) -> dict:
         step_fn,
         tx,
         params=finetune.with_head(params, lin["w"], lin["b"]),
-        batch_stats=batch_stats,
+        batch_stats=fold_stats,
         videos=videos,
         num_videos=n,
         train_idx=train_idx,
         config=config,
         batch_size=fb,
         fold=f,
+        on_epoch_end=curve,
       )
       preds, labels = runner.predict(
         (state.params, state.batch_stats),
@@ -315,6 +369,17 @@ def write_report(config, workdir, fold_results, class_names, init_info):
     )
     final = "finetune"
   rep["final"] = final
+  emb = os.path.join(workdir, "embeddings.npz")
+  if os.path.exists(emb):
+    d = np.load(emb)
+    # What the initial encoder's frozen features tell about the subject
+    # (ridge, leave one class out; chance 1 / subjects).
+    rep["identity_probe"] = {
+      "accuracy": probes.identity_accuracy(
+        d["features"], d["labels"], d["subjects"]
+      ),
+      "subjects": len(np.unique(d["subjects"])),
+    }
   rep["confusion_png"] = report_lib.confusion_png(
     rep[final]["confusion"],
     class_names,

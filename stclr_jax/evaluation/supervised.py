@@ -1,7 +1,10 @@
 """What both supervised phases share: the cross-entropy objective and the
-learning rate reduced on plateau (``optax.contrib.reduce_on_plateau``)."""
+learning-rate schedule (``eval.schedule``): the paper's reduce-on-plateau
+(``optax.contrib.reduce_on_plateau``), a cosine decay, or constant."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -45,3 +48,50 @@ class Plateau:
       jnp.zeros(()), self._state, value=jnp.asarray(mean_loss)
     )
     return self.scale
+
+
+class Cosine:
+  """The learning-rate scale ``(1 + cos(pi * e / epochs)) / 2`` in epoch
+  ``e`` (0-based): from 1 down to near 0 over the phase, whatever the loss
+  does."""
+
+  def __init__(self, epochs: int):
+    self._epochs = max(int(epochs), 1)
+    self._epoch = 0
+
+  @property
+  def scale(self) -> float:
+    return 0.5 * (1 + math.cos(math.pi * self._epoch / self._epochs))
+
+  def end_epoch(self, mean_loss: float) -> float:
+    del mean_loss
+    self._epoch += 1
+    return self.scale
+
+
+class Constant:
+  """Scale 1 throughout."""
+
+  scale = 1.0
+
+  def end_epoch(self, mean_loss: float) -> float:
+    del mean_loss
+    return self.scale
+
+
+SCHEDULES = ("plateau", "cosine", "constant")
+
+
+def schedule(ev, epochs: int):
+  """The learning-rate scale of a supervised phase of ``epochs`` epochs, as
+  ``ev.schedule`` names it (``"plateau"``: :class:`Plateau`, the paper's
+  rule); ``.scale`` for the coming epoch, ``.end_epoch(mean_loss)`` after
+  it."""
+  name = ev.get("schedule", "plateau")
+  if name == "plateau":
+    return Plateau(ev)
+  if name == "cosine":
+    return Cosine(epochs)
+  if name == "constant":
+    return Constant()
+  raise ValueError(f"eval.schedule must be one of {SCHEDULES}, got {name!r}")

@@ -27,6 +27,7 @@ be made on its own (:func:`generate_video`), in any order or worker.
 
   tfds.builder("synthetic_expressions/tiny", data_dir=...)  # tests, seconds
   tfds.builder("synthetic_expressions", data_dir=...)       # 80 x 6, 112 px
+  tfds.builder("synthetic_expressions/expressive_pool", ...)  # no labels
 """
 
 from __future__ import annotations
@@ -59,7 +60,14 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   ``people``: 0 gives every subject their own appearance, session light and
   expressiveness; ``k > 0`` makes subject ``s`` a recording of person
   ``(s - 1) % k + 1`` (their sequences still differ), which removes identity
-  as a cue: ``faces_one_person`` is the diagnosis of BENCHMARKS.md."""
+  as a cue: ``faces_one_person`` is the diagnosis of BENCHMARKS.md.
+
+  ``first_subject``: subjects are ``first_subject ..
+  first_subject + num_subjects - 1`` (people are drawn from the subject id,
+  so configs with disjoint ranges show disjoint people). ``labelled=False``
+  makes an unlabelled pool, as for self-supervised pretraining: the records
+  hold no label and their ids do not name the expression (each subject's
+  six videos are numbered in a shuffled order)."""
 
   num_subjects: int = 80
   frame_size: int = 112
@@ -71,6 +79,13 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   noise: float = 1.0
   framing: str = "portrait"
   people: int = 0
+  first_subject: int = 1
+  labelled: bool = True
+  # Expression strength: the apex intensity is drawn from [apex_min, 1]
+  # (times the subject's expressiveness), and a video blends in a
+  # confusable expression with probability mix_probability.
+  apex_min: float = 0.35
+  mix_probability: float = synthetic_sequences.MIX_PROBABILITY
 
 
 CONFIGS = {
@@ -88,6 +103,31 @@ CONFIGS = {
     people=1,
     description="as faces, but all 80 subjects are one person",
   ),
+  # The CPU benchmark's data (BENCHMARKS.md, "Synthetic benchmark"): face
+  # crops with clear expressions (apex intensity from 0.8, no blends), at
+  # 64 px; a from-scratch encoder learns it at CPU size, where on "faces"
+  # it stays at chance.
+  "expressive": SyntheticExpressionsConfig(
+    name="expressive",
+    framing="face",
+    frame_size=64,
+    apex_min=0.8,
+    mix_probability=0.0,
+    description="80 subjects x 6, 64x64 face crops, clear expressions",
+  ),
+  # Its unlabelled pretraining pool: 400 other people (2,400 videos, 5x
+  # the labelled 480), rendered alike, with no labels.
+  "expressive_pool": SyntheticExpressionsConfig(
+    name="expressive_pool",
+    framing="face",
+    frame_size=64,
+    apex_min=0.8,
+    mix_probability=0.0,
+    num_subjects=400,
+    first_subject=1001,
+    labelled=False,
+    description="expressive's unlabelled pool: subjects 1001-1400 x 6",
+  ),
   "tiny": SyntheticExpressionsConfig(
     name="tiny",
     num_subjects=6,
@@ -95,6 +135,16 @@ CONFIGS = {
     min_frames=6,
     max_frames=12,
     description="6 subjects x 6, 32x32, 6-12 frames",
+  ),
+  "tiny_pool": SyntheticExpressionsConfig(
+    name="tiny_pool",
+    num_subjects=12,
+    first_subject=1001,
+    labelled=False,
+    frame_size=32,
+    min_frames=6,
+    max_frames=12,
+    description="tiny's unlabelled pool: 12 other subjects x 6",
   ),
 }
 
@@ -142,6 +192,28 @@ def video_id(subject_id: int, expression: Union[int, str]) -> str:
   return f"S{subject_id:03d}_{name}"
 
 
+def subject_ids(config) -> range:
+  """The subject ids of a config: ``num_subjects`` from ``first_subject``."""
+  first = getattr(config, "first_subject", 1)
+  if first < 1:
+    raise ValueError(
+      f"synthetic_expressions config {config.name!r}: first_subject must be "
+      f">= 1, got {first}"
+    )
+  return range(first, first + config.num_subjects)
+
+
+def pool_video_id(subject_id: int, expression: Union[int, str], seed=0):
+  """The id of an unlabelled pool's video: the subject and the video's
+  place in a per-subject shuffle of the six, which says nothing of the
+  expression."""
+  e = synthetic_sequences.expression_index(expression)
+  order = np.random.default_rng([seed, subject_id, 0x9001]).permutation(
+    len(synthetic_sequences.EXPRESSIONS)
+  )
+  return f"U{subject_id:04d}_{int(order[e])}"
+
+
 class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
   """Synthetic facial-expression videos: subjects x 6, neutral to apex."""
 
@@ -150,23 +222,24 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
   DEFAULT_CONFIG_NAME = "default"
 
   def _info(self):
-    size = self.builder_config.frame_size
+    cfg = self.builder_config
+    size = cfg.frame_size
+    features = {
+      "video": tfds.features.Tensor(
+        shape=(None, size, size, 3), dtype=np.uint8, encoding="zlib"
+      ),
+      "subject_id": tfds.features.Scalar(np.int32),
+      "num_frames": tfds.features.Scalar(np.int32),
+      "video_id": tfds.features.Text(),
+    }
+    if cfg.labelled:
+      features["label"] = tfds.features.ClassLabel(
+        names=synthetic_sequences.EXPRESSIONS
+      )
     return self.dataset_info_from_configs(
       description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          "video": tfds.features.Tensor(
-            shape=(None, size, size, 3), dtype=np.uint8, encoding="zlib"
-          ),
-          "label": tfds.features.ClassLabel(
-            names=synthetic_sequences.EXPRESSIONS
-          ),
-          "subject_id": tfds.features.Scalar(np.int32),
-          "num_frames": tfds.features.Scalar(np.int32),
-          "video_id": tfds.features.Text(),
-        }
-      ),
-      supervised_keys=("video", "label"),
+      features=tfds.features.FeaturesDict(features),
+      supervised_keys=("video", "label") if cfg.labelled else None,
     )
 
   def _split_generators(self, dl_manager):
@@ -177,23 +250,20 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     jobs = [
       (s, e)
-      for s in range(1, cfg.num_subjects + 1)
+      for s in subject_ids(cfg)
       for e in range(len(synthetic_sequences.EXPRESSIONS))
     ]
     for (s, e), video in _parallel_map(
       lambda job: generate_video(*job, cfg), jobs
     ):
-      key = video_id(s, e)
-      yield (
-        key,
-        {
-          "video": video,
-          "label": synthetic_sequences.EXPRESSIONS[e],
-          "subject_id": s,
-          "num_frames": len(video),
-          "video_id": key,
-        },
-      )
+      record = {"video": video, "subject_id": s, "num_frames": len(video)}
+      if cfg.labelled:
+        key = video_id(s, e)
+        record["label"] = synthetic_sequences.EXPRESSIONS[e]
+      else:
+        key = pool_video_id(s, e, cfg.seed)
+      record["video_id"] = key
+      yield key, record
 
 
 def _parallel_map(fn, jobs, workers: int | None = None):

@@ -256,13 +256,15 @@ def sample_sequence(
   variants = PROTOTYPES[name]
   k = rng.choice(len(variants), p=[p for p, _ in variants])
   weights = collections.Counter(variants[k][1])
-  if rng.uniform() < MIX_PROBABILITY:  # a blend with a confusable expression
+  mix_probability = getattr(config, "mix_probability", MIX_PROBABILITY)
+  if rng.uniform() < mix_probability:  # a blend with a confusable expression
     other = PROTOTYPES[CONFUSABLE[name][rng.integers(len(CONFUSABLE[name]))]]
     mix = rng.uniform(0.15, 0.45)
     j = rng.choice(len(other), p=[p for p, _ in other])
     for a, w in other[j][1].items():
       weights[a] += mix * w
-  apex = rng.uniform(0.35, 1.0) * subject.expressiveness
+  apex = rng.uniform(getattr(config, "apex_min", 0.35), 1.0)
+  apex *= subject.expressiveness
   onset = rng.uniform(0.05, 0.35) * span
   rise = rng.uniform(0.3, 0.6) * span
   actions = {a: np.zeros(t_len) for a in synthetic_faces.ACTIONS}

@@ -1,0 +1,86 @@
+"""The fine-tuning phase's runner (stclr_jax/evaluation/finetune.py):
+BatchNorm statistics re-estimated from a pass in training mode."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import finetune_synthetic
+from stclr_jax import mesh as mesh_lib
+from stclr_jax.evaluation import finetune
+from stclr_jax.models import factory, layers
+
+
+@pytest.fixture(scope="module")
+def runner_and_vars():
+  config = finetune_synthetic.get_config("tiny=1")
+  mesh = mesh_lib.make_mesh()
+  model = finetune.Classifier(
+    factory.create_model(config, mesh.size).encoder, 6, rngs=nnx.Rngs(1)
+  )
+  runner = finetune.Runner(model, mesh, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25))
+  variables = (
+    jax.device_get(nnx.state(model, nnx.Param)),
+    jax.device_get(nnx.state(model, nnx.BatchStat)),
+  )
+  return model, runner, variables, config
+
+
+def _batch(rng, n, pad, config):
+  t, s = config.data.clip_len, config.data.size
+  video = rng.uniform(0, 1, (n + pad, 1, t, s, s, 3)).astype(np.float32)
+  video[n:] = 1e3  # padding: must not count
+  return {"video": video, "mask": np.r_[np.ones(n), np.zeros(pad)]}
+
+
+def _leaves(tree):
+  return [np.asarray(x, np.float64) for x in jax.tree.leaves(tree)]
+
+
+def test_reestimate_equals_running_statistics_of_a_training_pass(
+  runner_and_vars,
+):
+  model, runner, variables, config = runner_and_vars
+  momenta = {
+    m.momentum
+    for _, m in nnx.iter_modules(model)
+    if isinstance(m, layers.BatchNorm)
+  }
+  assert momenta == {0.1}  # the runner left the model's BatchNorm alone
+  rng = np.random.default_rng(0)
+  one = _batch(rng, 8, 0, config)
+  got = runner.reestimate_batch_stats(variables, [one])
+  # The model itself, one forward in training mode from the initial
+  # statistics (mean 0, var 1): running = 0.9 * initial + 0.1 * batch's.
+  params, stats = variables
+  trained = nnx.merge(runner.graphdef, params, stats, copy=True)
+  x = (one["video"][:, 0] - runner.mean) / runner.std
+  nnx.jit(lambda m, x: m.encoder(x))(trained, x)  # updates its stats
+  after = nnx.state(trained, nnx.BatchStat)
+  for g, a, s0 in zip(_leaves(got), _leaves(after), _leaves(stats)):
+    np.testing.assert_allclose(0.9 * s0 + 0.1 * g, a, rtol=2e-5, atol=1e-6)
+  changed = [
+    np.abs(g - s0).max() for g, s0 in zip(_leaves(got), _leaves(stats))
+  ]
+  assert min(changed) > 1e-3  # every layer was re-estimated
+
+
+def test_reestimate_averages_batches_by_clips_and_ignores_padding(
+  runner_and_vars,
+):
+  _, runner, variables, config = runner_and_vars
+  rng = np.random.default_rng(1)
+  a, b = _batch(rng, 8, 0, config), _batch(rng, 4, 4, config)
+  both = runner.reestimate_batch_stats(variables, [a, b])
+  sa = runner.reestimate_batch_stats(variables, [a])
+  sb = runner.reestimate_batch_stats(variables, [b])
+  b_real = {"video": b["video"][:4], "mask": np.ones(4)}
+  for x, y in zip(
+    _leaves(sb), _leaves(runner.reestimate_batch_stats(variables, [b_real]))
+  ):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  for w, x, y in zip(_leaves(both), _leaves(sa), _leaves(sb)):
+    np.testing.assert_allclose(w, (8 * x + 4 * y) / 12, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="no videos"):
+    runner.reestimate_batch_stats(variables, [])
