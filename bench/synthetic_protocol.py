@@ -55,6 +55,8 @@ ARMS = ("scratch", "stclr", "stclr_no_temporal")
 
 
 def _config(name, arg, args):
+  if args.tiny:
+    arg = ",".join(filter(None, [arg, "tiny=1"]))
   c = load_config(os.path.join(_ROOT, "configs", name), arg)
   c.data.data_dir = args.data_dir
   return c
@@ -72,8 +74,12 @@ def pretrain(arm, args, times):
   t0 = time.time()
   out = train.pretrain(config, workdir)
   times[f"pretrain {arm}"] = time.time() - t0
-  hist = out["history"]
-  print(f"[{arm}] pretrained to step {out['last']}: {hist[-1]}", flush=True)
+  last = out["history"][-1]
+  print(
+    f"[{arm}] pretrained: step {last['step']}, NT-Xent {last['loss']:.3f}, "
+    f"contrastive top-1 {last['contrastive_top1']:.2f}",
+    flush=True,
+  )
   return workdir
 
 
@@ -97,7 +103,14 @@ def pixel_reference(config, folds: list[int]):
   diff, _, labels, subjects = synthetic_diagnosis.pixel_features(
     config.data.name.split("/", 1)[1], config.data.data_dir, 16
   )
-  tests = folds_lib.subject_folds(subjects, config.eval.num_folds, config.seed)
+  tests = folds_lib.make_folds(
+    config.eval.fold_by,
+    labels,
+    subjects,
+    config.eval.num_folds,
+    config.seed,
+    config.data.name,
+  )
   accs = []
   for f in folds:
     train_idx = folds_lib.train_indices(tests[f], len(diff))
@@ -127,6 +140,9 @@ def main(argv=None):
     "--finetune_epochs", type=int, default=0, help="0: the config's"
   )
   p.add_argument("--data_dir", default="")
+  p.add_argument(
+    "--tiny", action="store_true", help="the tiny configs (a smoke test)"
+  )
   args = p.parse_args(argv)
   arms = [a for a in args.arms.split(",") if a]
   for a in arms:

@@ -1,28 +1,42 @@
 """Evaluation twin of configs/stclr_synthetic.py, at CPU size: the same
-protocol as configs/finetune_oulu.py on the built-in
-synthetic_expressions/faces data (width-0.25 R(2+1)D-18, 8x64x64 clips).
+protocol as configs/finetune_oulu.py on the built-in labelled set
+synthetic_expressions/expressive (80 subjects; width-0.25 R(2+1)D-18,
+8x48x48 clips).
 
-Departures from the paper's epochs, for CPU time: 5 folds run of the 10
-(``eval.run_folds``), 30 linear-probe epochs (cheap: the frozen encoder's
-features are computed once) and 10 fine-tuning epochs, and a linear-probe
-learning rate of 1e-3.
+Departures from the paper, each measured (BENCHMARKS.md, synthetic
+benchmark):
+
+* 5 folds run of the 10 (``eval.run_folds``), for CPU time;
+* Adam at 1e-3 in both phases with a cosine decay over the phase, not the
+  paper's 1e-4 reduced on plateau: at 1e-4 the training loss of a random
+  encoder stays at ln 6, and the plateau rule cuts the rate before a slow
+  start is over;
+* 30 linear-probe epochs and 20 fine-tuning epochs (the
+  paper: 70).
+
+A random encoder (``init_from=""``) has its BatchNorm statistics
+re-estimated per fold (``eval.bn_reestimate="auto"``).
 
   python -m stclr_jax.main --mode=evaluate \
       --config=configs/finetune_synthetic.py \
       --config.init_from=workdirs/demo --workdir=workdirs/demo_eval
 
-Variants as configs/finetune_oulu.py, plus ``:tiny=1`` (tiny data, 2 folds,
+Variants as configs/finetune_oulu.py, plus ``:tiny=1`` (tiny data, 3 folds,
 a few epochs: for tests).
 """
 
 from stclr_jax import configlib
 
+FINETUNE_EPOCHS = 20
+
 
 def get_config(arg=None):
   c = configlib.synthetic_sizes(configlib.finetune_config())
   c.eval.run_folds = "0,1,2,3,4"
-  c.eval.finetune_epochs = 10
+  c.eval.schedule = "cosine"
+  c.eval.learning_rate = 1e-3
   c.eval.linear_learning_rate = 1e-3
+  c.eval.finetune_epochs = FINETUNE_EPOCHS
   variants = configlib.parse_arg(arg)
   if variants.pop("tiny", "0") == "1":
     configlib.synthetic_sizes(c, tiny=True)

@@ -38,6 +38,13 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path):
     assert rep["init"]["init"] == init
     assert rep["folds_run"] == [0, 1] and rep["final"] == "linear"
     assert f"{100 * rep['linear']['mean']:5.1f}" in out
+    ident = rep["identity_probe"]
+    assert ident["subjects"] == 6
+    assert f"identity probe {100 * ident['accuracy']:.1f}%" in out
+    assert rep["init"].get("bn_reestimated") == (arm == "scratch")
     assert (workdir / f"eval_{arm}" / "confusion.png").exists()
     assert (workdir / f"eval_{arm}" / "embeddings.png").exists()
-  assert "chance: 16.7%" in out
+  assert "chance: expression 16.7%, identity 16.7%" in out
+  # Pretraining read the unlabelled pool, evaluation the labelled set.
+  assert "on synthetic_expressions/tiny_pool" in out
+  assert rep["data"] == "synthetic_expressions/tiny"

@@ -48,6 +48,7 @@ def test_evaluate_from_pretraining_report_and_resume(pretrained, tmp_path):
     "init": "st-clr",
     "step": 2,
     "path": os.path.join(pretrained, "checkpoints"),
+    "bn_reestimated": False,  # a pretrained encoder keeps its statistics
   }
   assert rep["final"] == "finetune" and rep["folds_run"] == [0, 1, 2]
   folds = [
@@ -152,6 +153,7 @@ def test_scratch_reestimates_and_the_learning_curve_changes_nothing(
   assert [e["epoch"] for e in log] == [1, 2]
   assert all(0 <= e["test_accuracy"] <= 1 for e in log)
   assert log[-1]["test_accuracy"] == curve["finetune"]["mean"]
-  assert [e["lr"] for e in log] == [1e-4, 1e-4 * 0.5 * (1 + np.cos(np.pi / 2))]
+  lr = config.eval.learning_rate
+  assert [e["lr"] for e in log] == [lr, lr * 0.5 * (1 + np.cos(np.pi / 2))]
   ident = curve["identity_probe"]
   assert ident["subjects"] == 6 and 0 <= ident["accuracy"] <= 1
