@@ -1,11 +1,20 @@
 """The CSV contract between ``prepare`` and the ``video_folder`` data set.
 
-A manifest lists videos, one a row: ``path,label[,subject][,group]``; a
+A manifest lists videos, one a row: ``path[,label][,subject][,group]``; a
 header row starting with ``path`` is optional. With a header, columns are
 found by name and other named columns are ignored, so the ``manifest.csv``
 that ``python -m stclr_jax.prepare`` writes (:data:`PREPARED_COLUMNS`) is
 read as it is. ``path`` is relative to the CSV's folder, or absolute.
 ``prepare`` also reads its ``--input`` CSV with :func:`read`.
+
+Labels are all or nothing: either every row has one (a labelled data set,
+for evaluation and supervised training) or none has (no ``label`` column,
+or every label empty: an unlabelled data set, for self-supervised
+pretraining). A CSV where some rows have a label and others not is refused
+(:func:`read` names a row of each kind), and so is a header without a
+``label`` column but with columns other than those of :data:`COLUMNS` and
+:data:`PREPARED_COLUMNS` (a misnamed label column), so that no label and
+no video is silently dropped.
 """
 
 from __future__ import annotations
@@ -38,8 +47,9 @@ class Row:
 
 
 def read(csv_path: str) -> list[Row]:
-  """Parses and validates the CSV (paths resolved, path and label
-  non-empty); errors name the file and the line."""
+  """Parses and validates the CSV (paths resolved and non-empty; labels on
+  every row or on none, see the module's docstring); errors name the file
+  and the line. Rows without a label have ``label == ""``."""
   if not os.path.isfile(csv_path):
     raise BadInputError(f"{csv_path}: CSV file not found")
   base = os.path.dirname(os.path.abspath(csv_path))
@@ -52,9 +62,14 @@ def read(csv_path: str) -> list[Row]:
       rec = [c.strip() for c in rec]
       if line == 1 and rec[0].lower() == "path":
         names = [c.lower() for c in rec]
-        if "label" not in names:
+        known = (*COLUMNS, *PREPARED_COLUMNS)
+        unknown = [c for c in rec if c.lower() not in known]
+        if "label" not in names and unknown:
+          # A misnamed label column would drop every label silently.
           raise BadInputError(
-            f"{csv_path}:1: the header has no 'label' column: {rec}"
+            f"{csv_path}:1: the header has no 'label' column but other "
+            f"columns {unknown}: name the label column 'label', or, for "
+            "unlabelled videos, keep only path[,subject][,group]"
           )
         columns = [names.index(k) if k in names else None for k in COLUMNS]
         width = len(rec)
@@ -65,20 +80,37 @@ def read(csv_path: str) -> list[Row]:
             f"{csv_path}:{line}: {len(rec)} fields, the header has {width}"
           )
         rec = [rec[i] if i is not None else "" for i in columns]
-      elif not 2 <= len(rec) <= 4:
+      elif len(rec) > 4:
         raise BadInputError(
-          f"{csv_path}:{line}: expected path,label[,subject][,group], got "
+          f"{csv_path}:{line}: expected path[,label][,subject][,group], got "
           f"{len(rec)} fields"
         )
-      if not rec[0] or not rec[1]:
-        raise BadInputError(
-          f"{csv_path}:{line}: missing {'path' if not rec[0] else 'label'}"
-        )
+      if not rec[0]:
+        raise BadInputError(f"{csv_path}:{line}: missing path")
       rec += [""] * (4 - len(rec))
       rows.append(Row(line, os.path.join(base, rec[0]), rec[1], rec[2], rec[3]))
   if not rows:
     raise BadInputError(f"{csv_path}: empty split, no rows")
+  _check_labels(csv_path, rows)
   return rows
+
+
+def is_labelled(rows: Sequence[Row]) -> bool:
+  """Whether the rows (of :func:`read`: all labelled or none) have labels."""
+  return any(r.label for r in rows)
+
+
+def _check_labels(csv_path: str, rows: Sequence[Row]) -> None:
+  with_label = next((r for r in rows if r.label), None)
+  without = next((r for r in rows if not r.label), None)
+  if with_label and without:
+    raise BadInputError(
+      f"{csv_path}:{without.line}: {without.path} has no label, but "
+      f"{csv_path}:{with_label.line}: {with_label.path} has one "
+      f"({with_label.label!r}); labels are all or nothing: give every row a "
+      "label (a labelled data set, as evaluation needs), or, for "
+      "pretraining, list the unlabelled videos in a CSV of their own"
+    )
 
 
 def write(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> None:

@@ -1,12 +1,17 @@
 """The ``video_folder`` builder: videos and frame folders listed in a CSV,
-bad rows and files raised or recorded, truncated videos rejected."""
+with labels or without (a data set for pretraining, that evaluation
+refuses), bad rows and files raised or recorded, truncated videos
+rejected."""
 
 import numpy as np
 import pytest
 from _helpers_video import build, truncate_at_packet, write_mp4, write_sequence
 
+from configs import finetune_synthetic, stclr_synthetic
 from stclr_jax import video_io
+from stclr_jax.data import input as input_lib
 from stclr_jax.data.datasets import video_folder
+from stclr_jax.evaluation import protocol
 
 
 def test_video_folder_reads_videos_and_frame_folders(tmp_path):
@@ -22,10 +27,12 @@ def test_video_folder_reads_videos_and_frame_folders(tmp_path):
   )
   b = build("video_folder", tmp_path / "tfds", config=cfg)
   assert b.info.features["label"].names == ["happy", "sad"]
+  assert b.info.supervised_keys == ("video", "label")
   rows = {
     r["video_id"].decode(): r
     for r in b.as_dataset(split="train").as_numpy_iterator()
   }
+  assert [rows[k]["label"] for k in ("a.mp4", "clipB")] == [0, 1]
   a = rows["a.mp4"]
   assert a["video"].shape == (7, 32, 48, 3) and a["num_frames"] == 7
   assert abs(int(a["video"][3, 16, 5, 0]) - 200) < 12  # lossy codec
@@ -33,11 +40,65 @@ def test_video_folder_reads_videos_and_frame_folders(tmp_path):
   assert rows["clipB"]["group"] == b"test"
 
 
+def test_unlabelled_csv_is_a_data_set_without_labels(tmp_path):
+  """For pretraining: no label feature, no supervised keys; the pretraining
+  input reads it, evaluation refuses it with its clear error, and a CSV
+  with some labels missing is refused."""
+  write_sequence(str(tmp_path / "a"), 5)
+  write_sequence(str(tmp_path / "b"), 6, seed=1)
+  csv_path = tmp_path / "l.csv"
+  csv_path.write_text("path,subject\na,S1\nb,S2\n")
+  data_dir = tmp_path / "tfds"
+  b = build(
+    "video_folder", data_dir, config=video_folder.config_for_csv(str(csv_path))
+  )
+  assert "label" not in b.info.features and b.info.supervised_keys is None
+  rows = list(b.as_dataset(split="train").as_numpy_iterator())
+  assert sorted(
+    (r["video_id"], r["num_frames"], r["subject_id"]) for r in rows
+  ) == [
+    (b"a", 5, 0),
+    (b"b", 6, 1),
+  ]
+  assert all("label" not in r for r in rows)
+
+  c = stclr_synthetic.get_config("tiny=1")
+  c.data.name, c.data.csv_path, c.data.data_dir = (
+    "video_folder",
+    str(csv_path),
+    str(data_dir),
+  )
+  c.batch_size = 2
+  batches, n = input_lib.pretrain_input(
+    c, builder=b, process_index=0, process_count=1
+  )
+  batch = next(iter(batches.as_numpy_iterator()))
+  assert n == 2 and set(batch) == {"view_a", "view_b", "subject_id"}
+  assert batch["view_a"].shape[:2] == (2, c.data.clip_len)
+
+  c = finetune_synthetic.get_config("tiny=1")
+  c.data.name, c.data.csv_path, c.data.data_dir = (
+    "video_folder",
+    str(csv_path),
+    str(data_dir),
+  )
+  with pytest.raises(ValueError, match="video_folder has no labels"):
+    protocol.evaluate(c, str(tmp_path / "eval"))
+
+  csv_path.write_text("path,label\na,happy\nb,\n")
+  cfg = video_folder.VideoFolderConfig(name="mixed", csv_path=str(csv_path))
+  with pytest.raises(
+    video_io.BadInputError,
+    match=r"l.csv:3: .*/b has no label, but .*l.csv:2: .*/a has one",
+  ):
+    build("video_folder", tmp_path / "t2", config=cfg)
+
+
 def test_video_folder_bad_rows_and_files(tmp_path):
   write_sequence(str(tmp_path / "ok"), 3)
   (tmp_path / "broken.mp4").write_bytes(b"\x00not a video" * 50)
   csv_path = tmp_path / "l.csv"
-  csv_path.write_text("ok,happy\nmissing_label\n")
+  csv_path.write_text("ok,happy\nok,happy,S,g,more\n")
   cfg = video_folder.VideoFolderConfig(name="x", csv_path=str(csv_path))
   with pytest.raises(video_io.BadInputError, match=r"l.csv:2: expected"):
     build("video_folder", tmp_path / "t1", config=cfg)

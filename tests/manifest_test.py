@@ -1,6 +1,6 @@
-"""The ``path,label[,subject][,group]`` CSV contract: header mapping by
-column name, rows checked with errors naming the line, and a written
-manifest read back."""
+"""The ``path[,label][,subject][,group]`` CSV contract: header mapping by
+column name, rows checked with errors naming the line, labels on every row
+or on none, and a written manifest read back."""
 
 import pytest
 
@@ -27,11 +27,56 @@ def test_header_maps_columns_by_name_and_rows_are_checked(tmp_path):
     "P7",
     "",
   )
-  csv_path.write_text("path,subject\nok,P7\n")
-  with pytest.raises(video_io.BadInputError, match="no 'label' column"):
+  csv_path.write_text("ok,happy\nok,happy,P7,g,more\n")
+  with pytest.raises(
+    video_io.BadInputError,
+    match=r"l.csv:2: expected path\[,label\]\[,subject\]\[,group\], got 5",
+  ):
+    manifest.read(str(csv_path))
+  csv_path.write_text("ok,happy\n,sad\n")
+  with pytest.raises(video_io.BadInputError, match=r"l.csv:2: missing path"):
     manifest.read(str(csv_path))
   with pytest.raises(video_io.BadInputError, match="nope.csv: CSV file not"):
     manifest.read(str(tmp_path / "nope.csv"))
+
+
+def test_labels_are_on_every_row_or_on_none(tmp_path):
+  csv_path = tmp_path / "l.csv"
+  for text in (
+    "path,subject\na,P7\nb,\n",  # no label column
+    "a\nb,,P8\n",  # no header: path[,label][,subject]
+    "path,label,subject\na,,P7\nb,,\n",  # every label empty
+  ):
+    csv_path.write_text(text)
+    rows = manifest.read(str(csv_path))
+    assert [(r.path, r.label) for r in rows] == [
+      (str(tmp_path / "a"), ""),
+      (str(tmp_path / "b"), ""),
+    ], text
+    assert not manifest.is_labelled(rows)
+  assert manifest.is_labelled(manifest.read(_write(csv_path, "a,x\nb,y\n")))
+  with pytest.raises(
+    video_io.BadInputError,
+    match=r"l.csv:1: the header has no 'label' column but other columns "
+    r"\['Lable'\]: name the label column 'label'",
+  ):
+    manifest.read(_write(csv_path, "path,Lable,subject\na,x,S\n"))
+  for text, unlabelled, labelled in (
+    ("a,happy\nb\n", "2: .*/b", "1: .*/a has one \\('happy'\\)"),
+    ("path,label\na,\nb,sad\n", "2: .*/a", "3: .*/b has one \\('sad'\\)"),
+  ):
+    with pytest.raises(
+      video_io.BadInputError,
+      match=rf"l.csv:{unlabelled} has no label, but .*l.csv:{labelled}; "
+      "labels are all or nothing: give every row a label .* in a CSV of "
+      "their own",
+    ):
+      manifest.read(_write(csv_path, text))
+
+
+def _write(path, text):
+  path.write_text(text)
+  return str(path)
 
 
 def test_written_manifest_reads_back(tmp_path):
@@ -50,3 +95,9 @@ def test_written_manifest_reads_back(tmp_path):
   manifest.write(path, manifest.COLUMNS, [["a", "x", "S", "train"]])
   (row,) = manifest.read(path)
   assert (row.label, row.subject, row.group) == ("x", "S", "train")
+  # prepare's manifest of unlabelled videos: empty labels.
+  manifest.write(
+    path, manifest.PREPARED_COLUMNS, [["clips/a", "", "", 12, 10, "25"]]
+  )
+  (row,) = manifest.read(path)
+  assert (row.path, row.label) == (str(tmp_path / "clips" / "a"), "")

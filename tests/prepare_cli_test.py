@@ -1,7 +1,8 @@
 """``python -m stclr_jax.prepare`` end to end: raw videos -> face-cropped
 clips + manifest, on a real face photograph (skimage's astronaut) moved and
 zoomed across an h264 mp4, with MTCNN; corrupt and face-less inputs; the
-manifest read by the ``video_folder`` data set and the preview."""
+manifest read by the ``video_folder`` data set and the preview; unlabelled
+videos (at the top of --input), and refused when mixed with labelled ones."""
 
 import importlib.util
 import os
@@ -10,8 +11,8 @@ import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
-from _helpers_prepare import ROOT
-from _helpers_video import read_csv
+from _helpers_prepare import ROOT, astronaut_frames
+from _helpers_video import read_csv, write_folder, write_mp4
 from PIL import Image
 
 from stclr_jax.data import preview
@@ -69,6 +70,46 @@ def test_output_feeds_video_folder_and_preview(prepared, tmp_path):
   img = np.asarray(Image.open(png))
   assert img.shape == (2 * 32 + 4, 2 * 4 * 32 + 12, 3)
   assert img[:32, :32].std() > 10  # a picture, not blank
+
+
+def _prepare(*args):
+  return subprocess.run(
+    [sys.executable, "-m", "stclr_jax.prepare", "--noprogress", *args],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    timeout=120,
+  )
+
+
+def test_command_on_unlabelled_videos_and_on_mixed_ones(tmp_path):
+  frames, _ = astronaut_frames()
+  raw = tmp_path / "raw"
+  os.makedirs(raw)
+  write_mp4(raw / "astro.mp4", frames)
+  write_folder(raw / "take1", frames[::-1])
+  out = tmp_path / "out"
+  run = _prepare(
+    f"--input={raw}", f"--output={out}", "--detector=lbp", "--size=48"
+  )
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "prepared 2" in run.stdout and "no labels" in run.stdout
+  assert read_csv(out / "manifest.csv") == [
+    ["path", "label", "subject", "frames_in", "frames_kept", "fps"],
+    ["clips/astro", "", "", "12", "12", "25"],
+    ["clips/take1", "", "", "12", "12", ""],
+  ]
+  # A labelled video beside them: an error naming one video of each kind.
+  os.makedirs(raw / "happy")
+  os.replace(raw / "astro.mp4", raw / "happy" / "astro.mp4")
+  run = _prepare(f"--input={raw}", f"--output={tmp_path / 'out2'}")
+  assert run.returncode == 2 and run.stdout == ""
+  assert run.stderr.startswith(
+    f"prepare: error: {raw}: some videos are in label folders and some are "
+    f"not: {raw / 'take1'} is at the top of --input (no label), "
+    f"{raw / 'happy' / 'astro.mp4'} is in the label folder 'happy'; "
+  )
 
 
 def test_help_lists_the_flags_and_missing_ones_are_errors():

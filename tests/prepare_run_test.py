@@ -1,6 +1,7 @@
 """The ``prepare`` run: crops that follow the face, resuming from the
 records of an earlier run, a plug-in detector on frame folders listed in a
-CSV with parallel workers, and the arguments it refuses."""
+CSV with parallel workers, unlabelled videos to a data set without labels,
+and the arguments it refuses."""
 
 import json
 import os
@@ -14,10 +15,11 @@ from _helpers_prepare import (
   RedDetector,
   red_square_frames,
 )
-from _helpers_video import read_csv, write_folder
+from _helpers_video import build, read_csv, write_folder, write_mp4
 from PIL import Image
 
 from stclr_jax import video_io
+from stclr_jax.data.datasets import video_folder
 from stclr_jax.prepare import run
 
 
@@ -152,6 +154,44 @@ def test_csv_input_parallel_workers_and_gaps(tmp_path):
         continue
       ys, xs = np.nonzero(m)
       assert abs(xs.mean() - 7.5) < 1 and abs(ys.mean() - 7.5) < 1, (name, i)
+
+
+def test_unlabelled_folder_makes_a_data_set_without_labels(tmp_path):
+  raw = tmp_path / "raw"
+  os.makedirs(raw)
+  write_mp4(raw / "clip.mp4", red_square_frames(6), codec="mpeg4")
+  write_folder(raw / "take1", red_square_frames(5))
+  settings = run.Settings(detector="red", size=16, min_face=12)
+  out = tmp_path / "out"
+  s = run.prepare(
+    str(raw), str(out), settings, detector_factory=RedDetector, progress=False
+  )
+  assert "no labels: an unlabelled data set, for pretraining" in s.text()
+  assert read_csv(out / "manifest.csv")[1:] == [
+    ["clips/clip", "", "", "6", "6", "25"],
+    ["clips/take1", "", "", "5", "5", ""],
+  ]
+  assert read_csv(out / "videos.csv")[1:] == [
+    ["clips/clip", "", "", ""],
+    ["clips/take1", "", "", ""],
+  ]
+  cfg = video_folder.config_for_csv(str(out / "manifest.csv"))
+  b = build("video_folder", tmp_path / "tfds", config=cfg)
+  assert "label" not in b.info.features and b.info.supervised_keys is None
+  rows = list(b.as_dataset(split="train").as_numpy_iterator())
+  assert sorted((r["video_id"], r["video"].shape) for r in rows) == [
+    (b"clips/clip", (6, 16, 16, 3)),
+    (b"clips/take1", (5, 16, 16, 3)),
+  ]
+  # With labelled videos too, the run is refused before it writes anything.
+  write_folder(raw / "happy" / "take2", red_square_frames(5))
+  with pytest.raises(
+    video_io.BadInputError,
+    match=r"clip.mp4 is at the top of --input \(no label\), "
+    r".*happy/take2 is in the label folder 'happy'",
+  ):
+    run.prepare(str(raw), str(tmp_path / "out2"), settings, progress=False)
+  assert not os.path.exists(tmp_path / "out2")
 
 
 def test_bad_run_arguments_name_the_problem(tmp_path):

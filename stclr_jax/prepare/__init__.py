@@ -4,7 +4,8 @@ An offline tool, run as ``python -m stclr_jax.prepare`` (``cli.py`` tells
 its flags and outputs); its ``manifest.csv`` is what the ``video_folder``
 data set reads (``stclr_jax.manifest``). Modules:
 
-* ``sources``: the inputs under a folder or in a CSV, ids, fingerprints;
+* ``sources``: the inputs under a folder or in a CSV, their labels (or
+  none: unlabelled videos, for pretraining), ids, fingerprints;
 * ``detectors``: face detectors (MTCNN and others);
 * ``tracking``: per-frame detections -> one steady face box per frame;
 * ``run``: one input decoded, tracked and cropped; the resumable, parallel

@@ -3,9 +3,15 @@ r"""Bring your own videos: face-cropped clips and a manifest from raw videos.
   python -m stclr_jax.prepare --input=/data/raw --output=/data/faces \
       [--size=224 --margin=0.2 --workers=2 --detect_every=1 --max_gap=12]
 
-``--input`` is a CSV of ``path,label[,subject][,group]`` rows (as for the
+``--input`` is a CSV of ``path[,label][,subject][,group]`` rows (as for the
 ``video_folder`` data set; paths relative to the CSV), or a folder laid out
-as ``<label>/[<subject>/]<video file or frame folder>``. Videos
+as ``<label>/[<subject>/]<video file or frame folder>``. Unlabelled videos,
+for self-supervised pretraining, are a folder with the videos (or frame
+folders) at its top, or a CSV without a label column (or with every label
+empty); their rows in the manifests have an empty label and ``video_folder``
+makes a data set without labels. Labels are all or nothing: a folder with
+videos both at its top and in label folders, or a CSV with some labels
+empty, is an error that names one video of each kind. Videos
 (mp4/avi/mov/mkv/webm) are decoded with PyAV, upright by their display
 matrix, frame folders (jpg/png/bmp) with Pillow (``stclr_jax/video_io.py``).
 Each video's face is found with a detector that ships its weights in its
@@ -45,8 +51,8 @@ def define_flags() -> None:
   flags.DEFINE_string(
     "input",
     None,
-    "Folder (<label>/[<subject>/]<video>) "
-    "or CSV (path,label[,subject][,group]).",
+    "Folder (<label>/[<subject>/]<video>, or unlabelled: <video>) "
+    "or CSV (path[,label][,subject][,group]).",
   )
   flags.DEFINE_string(
     "output", None, "Folder for clips/, manifest.csv, videos.csv, skipped.csv."

@@ -57,6 +57,11 @@ class Summary:
         f"  ignored {len(self.ignored)} files that are neither "
         f"videos nor frames: {shown}{more}"
       )
+    if self.records and not any(r["label"] for r in self.records):
+      lines.append(
+        "  no labels: an unlabelled data set, for pretraining (evaluation "
+        "needs labelled videos)"
+      )
     lines.append(
       f"  manifest: {os.path.join(self.output, 'manifest.csv')}; "
       "train with --config.data.name=video_folder "

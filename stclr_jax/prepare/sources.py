@@ -1,6 +1,10 @@
 """The inputs of ``prepare``: the videos and frame folders under a folder or
-listed in a CSV, their output names (ids), and fingerprints that tell
-whether an input changed since an earlier run."""
+listed in a CSV, their labels (or none), their output names (ids), and
+fingerprints that tell whether an input changed since an earlier run.
+
+Labels are all or nothing (as in ``stclr_jax.manifest``): videos at the top
+of a folder have none, videos under ``<label>/`` have one, and a folder
+with both is refused, naming one of each (nothing is dropped silently)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ class Item:
 
   source: str  # absolute path of the video file or frame folder
   id: str  # output name: clips/<id>, .prepare/<id>.json
-  label: str
+  label: str  # "" for an unlabelled input
   subject: str = ""
   group: str = ""
 
@@ -76,8 +80,10 @@ def find_inputs(path: str) -> tuple[list[Item], list[str]]:
   """The videos to prepare, and the files under a folder that were ignored
   (neither video nor frame).
 
-  ``path`` is a CSV (``stclr_jax.manifest``) or a folder laid out as
-  ``<label>/[<subject>/]<video file or frame folder>``.
+  ``path`` is a CSV (``stclr_jax.manifest``; with or without labels) or a
+  folder laid out as ``<label>/[<subject>/]<video file or frame folder>``,
+  or holding unlabelled videos and frame folders at its top (label ``""``);
+  not both (an error names one of each).
   """
   if os.path.isfile(path) and path.lower().endswith(".csv"):
     return _from_csv(path), []
@@ -92,16 +98,11 @@ def find_inputs(path: str) -> tuple[list[Item], list[str]]:
   def add(full, is_dir):
     rel = os.path.relpath(full, root)
     parts = rel.split(os.sep)
-    if len(parts) < 2:
-      raise BadInputError(
-        f"{full}: at the top of --input; put each video in a folder named "
-        "after its label (<label>/[<subject>/]<video>) or list it in a CSV"
-      )
     items.append(
       Item(
         full,
         _make_id(rel, is_dir),
-        parts[0],
+        parts[0] if len(parts) > 1 else "",  # at the top: no label
         parts[1] if len(parts) > 2 else "",
       )
     )
@@ -124,7 +125,24 @@ def find_inputs(path: str) -> tuple[list[Item], list[str]]:
       f"{path}: no videos ({'/'.join(video_io.VIDEO_EXTENSIONS)}) or frame "
       "folders found"
     )
+  _check_labels(path, items)
   return _dedupe_ids(items), ignored
+
+
+def _check_labels(path: str, items: list[Item]) -> None:
+  """A folder's videos are all in label folders, or all at its top."""
+  with_label = next((it for it in items if it.label), None)
+  without = next((it for it in items if not it.label), None)
+  if with_label and without:
+    raise BadInputError(
+      f"{path}: some videos are in label folders and some are not: "
+      f"{without.source} is at the top of --input (no label), "
+      f"{with_label.source} is in the label folder {with_label.label!r}; "
+      "labels are all or nothing: put every video in a folder named after "
+      "its label (<label>/[<subject>/]<video>; a labelled data set, as "
+      "evaluation needs), or, for pretraining, give the unlabelled videos "
+      "an --input of their own"
+    )
 
 
 def fingerprint(path: str) -> str:

@@ -1,6 +1,6 @@
 """Bring your own videos: a dataset described by a CSV file.
 
-Each row is ``path,label[,subject][,group]`` (the contract of
+Each row is ``path[,label][,subject][,group]`` (the contract of
 ``stclr_jax.manifest``; a header maps columns by name, so the
 ``manifest.csv`` of ``python -m stclr_jax.prepare`` is read as it is).
 ``path`` (relative to the CSV's folder, or absolute) is a video file
@@ -13,6 +13,13 @@ labels. ``subject`` identifies the person (for subject-independent folds) and
   cfg = VideoFolderConfig(name="ckplus", csv_path="/data/ckplus/videos.csv")
   builder = tfds.builder("video_folder", config=cfg, data_dir=...)
   builder.download_and_prepare()
+
+A CSV without labels (no ``label`` column, or every label empty) makes an
+unlabelled data set, for self-supervised pretraining: as the unlabelled
+pools of ``synthetic_expressions``, it has no ``label`` feature at all and
+no supervised keys, so nothing downstream can read a label (evaluation
+refuses it with a clear error). Labels are all or nothing: a CSV with some
+rows labelled and others not is an error naming one of each.
 
 Bad rows and files raise errors naming the CSV line or the file; with
 ``skip_bad=True`` they are skipped and recorded (printed, and kept in
@@ -67,7 +74,8 @@ def _sorted_names(values):
 
 
 class VideoFolder(tfds.core.GeneratorBasedBuilder):
-  """Videos or frame folders listed in a CSV, with labels and subjects."""
+  """Videos or frame folders listed in a CSV, with labels (or none) and
+  subjects."""
 
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
@@ -78,24 +86,23 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     cfg = self.builder_config
-    names = (
-      _sorted_names(r.label for r in read_rows(cfg))
-      if cfg.csv_path
-      else ["unknown"]
+    rows = read_rows(cfg) if cfg.csv_path else None
+    features = {"video": tfds.features.Video((None, None, None, 3))}
+    labelled = rows is None or manifest.is_labelled(rows)
+    if labelled:
+      features["label"] = tfds.features.ClassLabel(
+        names=_sorted_names(r.label for r in rows) if rows else ["unknown"]
+      )
+    features.update(
+      subject_id=tfds.features.Scalar(np.int32),
+      subject=tfds.features.Text(),
+      group=tfds.features.Text(),
+      num_frames=tfds.features.Scalar(np.int32),
+      video_id=tfds.features.Text(),
     )
     return self.dataset_info_from_configs(
-      features=tfds.features.FeaturesDict(
-        {
-          "video": tfds.features.Video((None, None, None, 3)),
-          "label": tfds.features.ClassLabel(names=names),
-          "subject_id": tfds.features.Scalar(np.int32),
-          "subject": tfds.features.Text(),
-          "group": tfds.features.Text(),
-          "num_frames": tfds.features.Scalar(np.int32),
-          "video_id": tfds.features.Text(),
-        }
-      ),
-      supervised_keys=("video", "label"),
+      features=tfds.features.FeaturesDict(features),
+      supervised_keys=("video", "label") if labelled else None,
       metadata=tfds.core.MetadataDict(),
     )
 
@@ -109,6 +116,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       s: i
       for i, s in enumerate(_sorted_names(r.subject for r in rows if r.subject))
     }
+    labelled = manifest.is_labelled(rows)
     skipped, count = [], 0
     for row in rows:
       try:
@@ -122,21 +130,19 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         )
         continue
       count += 1
-      key = f"{row.line:06d}"
-      yield (
-        key,
-        {
-          "video": video,
-          "label": row.label,
-          "subject_id": subjects.get(row.subject, -1),
-          "subject": row.subject,
-          "group": row.group,
-          "num_frames": len(video),
-          "video_id": os.path.relpath(
-            row.path, os.path.dirname(os.path.abspath(cfg.csv_path))
-          ),
-        },
+      record = {"video": video}
+      if labelled:
+        record["label"] = row.label
+      record.update(
+        subject_id=subjects.get(row.subject, -1),
+        subject=row.subject,
+        group=row.group,
+        num_frames=len(video),
+        video_id=os.path.relpath(
+          row.path, os.path.dirname(os.path.abspath(cfg.csv_path))
+        ),
       )
+      yield f"{row.line:06d}", record
     self.info.metadata["skipped"] = [list(s) for s in skipped]
     video_io.report_skipped(skipped, f"video_folder/{cfg.name}")
     if not count:
