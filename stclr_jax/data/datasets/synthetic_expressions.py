@@ -88,6 +88,19 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   mix_probability: float = synthetic_sequences.MIX_PROBABILITY
 
 
+# The CPU benchmark's data (BENCHMARKS.md, "Synthetic benchmark"): face
+# crops with clear expressions (apex intensity from 0.8, no blends), at
+# 64 px; a from-scratch encoder learns it at CPU size, where on "faces" it
+# stays at chance.
+_EXPRESSIVE = SyntheticExpressionsConfig(
+  name="expressive",
+  framing="face",
+  frame_size=64,
+  apex_min=0.8,
+  mix_probability=0.0,
+  description="80 subjects x 6, 64x64 face crops, clear expressions",
+)
+
 CONFIGS = {
   "default": SyntheticExpressionsConfig(
     name="default", description="80 subjects x 6, 112x112, 10-40 frames"
@@ -103,26 +116,12 @@ CONFIGS = {
     people=1,
     description="as faces, but all 80 subjects are one person",
   ),
-  # The CPU benchmark's data (BENCHMARKS.md, "Synthetic benchmark"): face
-  # crops with clear expressions (apex intensity from 0.8, no blends), at
-  # 64 px; a from-scratch encoder learns it at CPU size, where on "faces"
-  # it stays at chance.
-  "expressive": SyntheticExpressionsConfig(
-    name="expressive",
-    framing="face",
-    frame_size=64,
-    apex_min=0.8,
-    mix_probability=0.0,
-    description="80 subjects x 6, 64x64 face crops, clear expressions",
-  ),
+  "expressive": _EXPRESSIVE,
   # Its unlabelled pretraining pool: 400 other people (2,400 videos, 5x
   # the labelled 480), rendered alike, with no labels.
-  "expressive_pool": SyntheticExpressionsConfig(
+  "expressive_pool": dataclasses.replace(
+    _EXPRESSIVE,
     name="expressive_pool",
-    framing="face",
-    frame_size=64,
-    apex_min=0.8,
-    mix_probability=0.0,
     num_subjects=400,
     first_subject=1001,
     labelled=False,
