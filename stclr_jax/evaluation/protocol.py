@@ -244,10 +244,12 @@ def evaluate(config, workdir: str) -> dict:
         (params, batch_stats),
         _eval_batches(videos, n, train_idx, config, batch),
       )
-      fold_feats, _ = runner.features(
-        (params, fold_stats),
-        _eval_batches(videos, n, np.arange(n), config, batch),
+      used = np.union1d(train_idx, test)  # in reading order, as select
+      part, _ = runner.features(
+        (params, fold_stats), _eval_batches(videos, n, used, config, batch)
       )
+      fold_feats = np.zeros((n, part.shape[1]), part.dtype)
+      fold_feats[used] = part
     lin, lin_log = linear.train_linear(
       fold_feats[train_idx],
       meta["label"][train_idx],
