@@ -67,6 +67,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.temperature = 0.1  # not in the paper (see README)
 
+  # Pretext options (stclr_jax/data/pretext.py, README "Pretext options"),
+  # all off: the paper's ST-CLR. Defaults are SSL-FER's values.
+  c.pretext = ml_collections.ConfigDict()
+  c.pretext.temporal_shift = False  # SSL-FER's TimeAug, for clips
+  c.pretext.shift_offsets = (0.48, 0.72, 0.96, 1.20, 1.44)  # seconds
+  c.pretext.shift_weights = (5.0, 4.0, 3.0, 2.0, 1.0)
+  c.pretext.hard_negatives = False  # SSL-FER's HardNeg, for clips
+  c.pretext.hard_negative_gap = 2.88  # seconds
+  # Ours: batches of batch/m subjects x m videos (needs subject ids).
+  c.pretext.same_subject_negatives = False
+  c.pretext.videos_per_subject = 2
+  c.pretext.default_fps = 25.0  # for data sets without an fps feature
+
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"  # "sgd" | "lars" | "adam"
   c.optim.learning_rate = 1e-3  # paper: 1e-3
@@ -165,6 +178,7 @@ def finetune_config() -> ml_collections.ConfigDict:
     "profile",
     "aug",
     "loss",
+    "pretext",
     "optim",
   ):
     del c[k]

@@ -207,6 +207,40 @@ def _check_finite(step: int, metrics: dict, mngr) -> None:
     )
 
 
+# What the step reads of a host batch; the rest is for the host's log.
+MODEL_INPUTS = ("view_a", "view_b", "hard_a", "hard_b")
+
+
+class PretextCounts:
+  """This host's pretext counters between two logged steps
+  (data/pretext.py): the share of pairs whose temporal shift was cut
+  (``pretext/shift_clamped``), and of videos under each hard-negative
+  policy (``pretext/gap_policy_<name>``). Empty without those options."""
+
+  POLICIES = ("gap", "halves", "none")
+
+  def __init__(self):
+    self._clamped, self._pairs, self._policy = 0, 0, np.zeros(3, np.int64)
+
+  def add(self, host_batch) -> None:
+    hard = "hard_a" in host_batch
+    if "shift_clamped" in host_batch:
+      self._clamped += int(np.sum(host_batch["shift_clamped"]))
+      self._pairs += len(host_batch["shift_clamped"]) * (2 if hard else 1)
+    if "gap_policy" in host_batch:
+      self._policy += np.bincount(host_batch["gap_policy"], minlength=3)[:3]
+
+  def read(self) -> dict:
+    out = {}
+    if self._pairs:
+      out["pretext/shift_clamped"] = self._clamped / self._pairs
+    if self._policy.sum():
+      for name, c in zip(self.POLICIES, self._policy / self._policy.sum()):
+        out[f"pretext/gap_policy_{name}"] = float(c)
+    self.__init__()
+    return out
+
+
 def pretrain(
   config: ml_collections.ConfigDict, workdir: str, *, devices=None
 ) -> dict:
@@ -274,6 +308,7 @@ def pretrain(
   )
 
   pending, history, window = None, [], (time.time(), start)
+  counts = PretextCounts()
 
   def read(step, metrics):
     nonlocal window
@@ -283,6 +318,7 @@ def pretrain(
     values["clips_per_sec"] = (
       (step - window[1]) * config.batch_size / max(now - window[0], 1e-9)
     )
+    values.update(counts.read())
     window = (now, step)
     writer.write_scalars(step, values)
     history.append({"step": step, **values})
@@ -291,9 +327,9 @@ def pretrain(
   with Preemption(mngr) as preemption:
     while step < total_steps:
       host_batch = next(batch_iter)
+      counts.add(host_batch)
       batch = mesh_lib.to_global_arrays(
-        {"view_a": host_batch["view_a"], "view_b": host_batch["view_b"]},
-        mesh,
+        {k: host_batch[k] for k in MODEL_INPUTS if k in host_batch}, mesh
       )
       state, metrics = step_fn(state, batch)
       step += 1

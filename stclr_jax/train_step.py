@@ -76,6 +76,33 @@ def init_state(
   return graphdef, mesh_lib.replicate(state, mesh)
 
 
+HARD_VIEWS = ("hard_a", "hard_b")
+
+
+def contrastive_views(batch: dict) -> tuple[jax.Array, jax.Array]:
+  """The two stacks of views that NT-Xent pairs row by row.
+
+  ``{"view_a", "view_b"}`` (B videos): ``(view_a, view_b)``, ST-CLR's 2B
+  rows. With hard negatives (``"hard_a"``, ``"hard_b"``: each video's
+  second pair, SSL-FER's NA and NP), the stacks are ``[A0, NA0, A1, NA1,
+  ...]`` and ``[P0, NP0, P1, NP1, ...]``: 4B rows, positives (A, P) and (NA,
+  NP), and every anchor has two negatives from its own video. That is
+  SSL-FER's ``[A, NA, P, NP]`` layout with its pairs interleaved, so that
+  each device keeps the four clips of its own videos; NT-Xent is a mean
+  over pairs, so the order of the pairs does not change it.
+  """
+  if HARD_VIEWS[0] not in batch:
+    return batch["view_a"], batch["view_b"]
+
+  def interleave(x, y):
+    return jnp.stack([x, y], axis=1).reshape(2 * x.shape[0], *x.shape[1:])
+
+  return (
+    interleave(batch["view_a"], batch["hard_a"]),
+    interleave(batch["view_b"], batch["hard_b"]),
+  )
+
+
 def gradients(
   params,
   batch_stats,
@@ -87,15 +114,16 @@ def gradients(
   std: jax.Array,
 ):
   """``((loss, (metrics, new batch_stats)), grads)`` of ``loss_fn`` on a
-  batch ``{"view_a", "view_b"}`` of ``(B, T, H, W, 3)`` clips in [0, 1]."""
+  batch ``{"view_a", "view_b"}`` of ``(B, T, H, W, 3)`` clips in [0, 1]
+  (and ``"hard_a"``, ``"hard_b"`` with hard negatives, see
+  :func:`contrastive_views`)."""
+  x_a, x_b = contrastive_views(batch)
 
   def loss_of(params):
     # copy=True: fresh Variables at this trace level, which BatchNorm's
     # statistics update may write to.
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    z_a, z_b = model.embed_views(
-      (batch["view_a"] - mean) / std, (batch["view_b"] - mean) / std
-    )
+    z_a, z_b = model.embed_views((x_a - mean) / std, (x_b - mean) / std)
     loss, metrics = loss_fn(z_a, z_b)
     return loss, (metrics, nnx.state(model, nnx.BatchStat))
 

@@ -17,14 +17,21 @@ def config(**optim):
   return c
 
 
-def batch(seed=0, b=8):
+def batch(seed=0, b=8, hard=False):
+  """Two noisy views of ``b`` random clips; ``hard``: and a second pair
+  of each (``hard_a``, ``hard_b``: another clip, alike)."""
   rng = np.random.default_rng(seed)
   base = rng.uniform(size=(b, 4, 32, 32, 3)).astype(np.float32)
   noise = lambda: rng.normal(0, 0.05, base.shape).astype(np.float32)
-  return {
+  out = {
     "view_a": np.clip(base + noise(), 0, 1),
     "view_b": np.clip(base + noise(), 0, 1),
   }
+  if hard:
+    other = np.clip(base + rng.normal(0, 0.3, base.shape), 0, 1)
+    out["hard_a"] = np.clip(other + noise(), 0, 1).astype(np.float32)
+    out["hard_b"] = np.clip(other + noise(), 0, 1).astype(np.float32)
+  return out
 
 
 def setup_step(config, devices, bn_groups=None):

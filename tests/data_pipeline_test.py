@@ -98,3 +98,141 @@ def test_eval_dataset_is_deterministic_padded_and_complete():
   )
   with pytest.raises(ValueError, match="empty"):
     pipeline.eval_dataset(ds, 0, batch_size=3, clip_len=4, size=12)
+
+
+def _subject_videos(counts, seed=0):
+  """Videos of subjects with ``counts`` videos each; the video's index is
+  stamped in a pixel and its subject is its subject_id."""
+  rng = np.random.default_rng(seed)
+  vids, subjects = [], np.repeat(np.arange(len(counts)), counts)
+  for i in range(len(subjects)):
+    v = rng.integers(0, 256, (int(rng.integers(4, 20)), 16, 16, 3), np.uint8)
+    v[:, 0, 0, 0] = i
+    vids.append(v)
+
+  def gen():
+    for i, v in enumerate(vids):
+      yield {"video": v, "subject_id": subjects[i]}
+
+  sig = {
+    "video": tf.TensorSpec([None, 16, 16, 3], tf.uint8),
+    "subject_id": tf.TensorSpec([], tf.int64),
+  }
+  return tf.data.Dataset.from_generator(gen, output_signature=sig), subjects
+
+
+_PRETEXT = {
+  "shift": dict(shift=pipeline.pretext.TemporalShift()),
+  "hard": dict(hard_negatives=pipeline.pretext.HardNegatives()),
+  "both": dict(
+    shift=pipeline.pretext.TemporalShift(),
+    hard_negatives=pipeline.pretext.HardNegatives(),
+  ),
+}
+
+
+@pytest.mark.parametrize("option", sorted(_PRETEXT))
+def test_pretext_views_are_deterministic_and_resume_exactly(option):
+  ds, _ = _fake_videos()
+  view = pipeline.ViewSpec(clip_len=4, size=16, **_PRETEXT[option])
+  make = lambda start=0: pipeline.pretrain_dataset(
+    ds, 10, batch_size=3, view=view, seed=1, start_step=start
+  )
+  first = _take(make(), 6)
+  keys = {"view_a", "view_b", "subject_id"}
+  if "hard_negatives" in _PRETEXT[option]:
+    keys |= {"hard_a", "hard_b", "gap_policy"}
+    # Short videos at 25 frames/s: the halves policy, every one counted.
+    assert all((b["gap_policy"] == 1).all() for b in first)
+  if "shift" in _PRETEXT[option]:
+    keys.add("shift_clamped")
+  assert set(first[0]) == keys
+  for x, y in zip(first[4:], _take(make(start=4), 2)):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_pretext_options_leave_stclr_unchanged_when_off():
+  """The paper's stream does not move when the options exist but are off."""
+  ds, _ = _fake_videos()
+  plain = pipeline.ViewSpec(clip_len=4, size=16)
+  off = pipeline.ViewSpec(clip_len=4, size=16, shift=None, default_fps=30.0)
+  a = _take(
+    pipeline.pretrain_dataset(ds, 10, batch_size=3, view=plain, seed=3), 2
+  )
+  b = _take(
+    pipeline.pretrain_dataset(ds, 10, batch_size=3, view=off, seed=3), 2
+  )
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_the_data_sets_frame_rate_sets_the_gap():
+  """A data set's ``fps`` feature replaces the default 25 frames/s, where
+  every one of these videos (4-19 frames) is short (halves). At 2
+  frames/s the 2.88 s gap is round(5.76) = 6 frames, and the videos of
+  12 frames or more host it (the gap policy)."""
+  ds, vids = _fake_videos()
+  view = pipeline.ViewSpec(
+    clip_len=4, size=16, hard_negatives=pipeline.pretext.HardNegatives()
+  )
+  with_fps = ds.map(lambda e: {**e, "fps": tf.constant(2.0)})
+  b = _take(
+    pipeline.pretrain_dataset(with_fps, 10, batch_size=10, view=view, seed=0),
+    1,
+  )[0]
+  lengths = np.array([len(v) for v in vids])[b["subject_id"]]
+  np.testing.assert_array_equal(b["gap_policy"], np.where(lengths >= 12, 0, 1))
+
+
+def test_same_subject_batches_compose_cover_and_resume_exactly():
+  counts = [6, 6, 5, 6, 3, 6]
+  ds, subjects = _subject_videos(counts)
+  view = pipeline.ViewSpec(
+    clip_len=4,
+    size=16,
+    spatial=augment_lib.SpatialAugment(crop=False, flip=False, color=False),
+  )
+  make = lambda start=0: pipeline.pretrain_dataset(
+    ds,
+    len(subjects),
+    batch_size=6,
+    view=view,
+    seed=2,
+    start_step=start,
+    videos_per_subject=2,
+  )
+  info = pipeline.pretext.subject_plan_info(subjects, 2, 3)
+  batches = _take(make(), 2 * info.batches)
+  for b in batches:
+    s = b["subject_id"].reshape(3, 2)
+    assert (s[:, 0] == s[:, 1]).all() and len(set(s[:, 0])) == 3, s
+    # The stamped index names a video of that subject.
+    idx = np.rint(b["view_a"][:, 0, 0, 0, 0] * 255).astype(int)
+    np.testing.assert_array_equal(subjects[idx], b["subject_id"])
+  for e in range(2):
+    seen = np.concatenate(
+      [
+        np.rint(b["view_a"][:, 0, 0, 0, 0] * 255).astype(int)
+        for b in batches[e * info.batches : (e + 1) * info.batches]
+      ]
+    )
+    assert set(seen.tolist()) == set(range(len(subjects)))
+  for x, y in zip(batches[5:], _take(make(start=5), 3)):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_same_subject_negatives_without_subject_ids_is_a_clear_error():
+  ds, _ = _subject_videos([4, 4])
+  ds = ds.map(lambda e: {"video": e["video"]})  # no subject_id feature
+  with pytest.raises(ValueError, match="need subject ids, and 8 of the 8"):
+    pipeline.pretrain_dataset(
+      ds,
+      8,
+      batch_size=4,
+      view=pipeline.ViewSpec(clip_len=4, size=16),
+      seed=0,
+      videos_per_subject=2,
+    )

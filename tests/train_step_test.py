@@ -6,10 +6,13 @@ import sys
 
 import _helpers_step
 import jax
+import losses_test
 import numpy as np
 import pytest
 
+from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
+from stclr_jax import train_step as train_step_lib
 
 _config, _batch, setup_step = (
   _helpers_step.config,
@@ -75,6 +78,79 @@ def test_eight_devices_equal_one(bn_per_device):
     for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(s1.params))
   )
   assert moved > 1e-2
+
+
+def test_eight_devices_equal_one_with_hard_negatives_in_float64():
+  """Hard negatives: 4 clips per video through the one-pass encoder and
+  4B rows in the all-gathered NT-Xent. One SGD step on 8 devices equals
+  one device in value, gradient and update, to float64 rounding.
+
+  Float64, because in float32 this 64-clip step's gradient norm differs by
+  5e-5 (relative) between 1 and 8 devices, and each is 5e-5 to 1e-4 from
+  the float64 value: summation order, not a difference in the maths. In
+  float64 the two agree to 1e-14."""
+  with jax.enable_x64(True):
+    config = _config(
+      name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4
+    )
+    config.model.dtype = "float64"
+    batch = {k: v.astype(np.float64) for k, v in _batch(hard=True).items()}
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh, state, step = setup_step(config, devices)
+      state, m = step(state, _global(batch, mesh))
+      runs.append((jax.device_get(state), jax.device_get(m)))
+    (s1, m1), (s8, m8) = runs
+    assert float(m1["update_norm"]) > 1.0
+    for k in ("loss", "grad_norm", "update_norm", "contrastive_top1"):
+      np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-12)
+    for part in ("params", "batch_stats"):
+      for a, b in zip(
+        jax.tree.leaves(getattr(s1, part)), jax.tree.leaves(getattr(s8, part))
+      ):
+        assert np.asarray(a).dtype == np.float64
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
+
+
+def test_hard_negative_layout_is_sslfers_with_hand_checked_positives():
+  """The stacks NT-Xent pairs row by row hold [A0, NA0, A1, NA1] and [P0,
+  NP0, P1, NP1]; the loss equals the NumPy reference on SSL-FER's literal
+  [A, NA, P, NP] layout, where row i's positive is row (i + 2B) mod 4B."""
+  b = 2
+  mark = lambda v: np.full((b, 1, 1, 1, 1), v, np.float32) + np.arange(
+    b, dtype=np.float32
+  ).reshape(b, 1, 1, 1, 1)
+  batch = {
+    "view_a": mark(0),
+    "hard_a": mark(10),
+    "view_b": mark(20),
+    "hard_b": mark(30),
+  }
+  x_a, x_b = train_step_lib.contrastive_views(batch)
+  assert np.asarray(x_a).ravel().tolist() == [0, 10, 1, 11]  # A0 NA0 A1 NA1
+  assert np.asarray(x_b).ravel().tolist() == [20, 30, 21, 31]  # P0 NP0 ..
+  # SSL-FER's rows and their positives, by hand: A0 A1 NA0 NA1 P0 P1 NP0
+  # NP1; A_k <-> P_k, NA_k <-> NP_k.
+  layout = [0, 1, 10, 11, 20, 21, 30, 31]
+  positive = {0: 20, 1: 21, 10: 30, 11: 31, 20: 0, 21: 1, 30: 10, 31: 11}
+  for i, v in enumerate(layout):
+    assert layout[(i + 2 * b) % (4 * b)] == positive[v]
+  rng = np.random.default_rng(0)
+  emb = {v: rng.normal(size=5) for v in layout}
+  z_a = np.stack([emb[v] for v in np.asarray(x_a).ravel().tolist()])
+  z_b = np.stack([emb[v] for v in np.asarray(x_b).ravel().tolist()])
+  got = float(losses_lib.nt_xent(z_a, z_b, 0.2))
+  ref = losses_test.numpy_nt_xent(
+    np.stack([emb[v] for v in layout[:4]]),
+    np.stack([emb[v] for v in layout[4:]]),
+    0.2,
+  )[0]
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+  assert set(
+    train_step_lib.contrastive_views({"view_a": mark(0), "view_b": mark(1)})[0]
+    .ravel()
+    .tolist()
+  ) == {0, 1}
 
 
 def test_model_loss_and_step_import_without_tensorflow():

@@ -19,6 +19,7 @@ from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import (
   datasets,  # noqa: F401  (registers the builders)
   pipeline,
+  pretext,
   sampling,
 )
 from stclr_jax.data.datasets import video_folder
@@ -124,12 +125,40 @@ def view_spec(config) -> pipeline.ViewSpec:
         f"config.aug.temporal_modes: unknown sampler {m!r}; "
         f"choose from {sampling.MODES}"
       )
+  p = config.get("pretext")
+  shift = hard = None
+  fps = pretext.DEFAULT_FPS
+  if p is not None:
+    try:
+      if p.temporal_shift:
+        shift = pretext.TemporalShift(
+          offsets=tuple(float(x) for x in p.shift_offsets),
+          weights=tuple(float(x) for x in p.shift_weights),
+        )
+      if p.hard_negatives:
+        hard = pretext.HardNegatives(gap=float(p.hard_negative_gap))
+    except ValueError as e:
+      raise ValueError(f"config.pretext: {e}") from None
+    fps = float(p.default_fps)
+    if not fps > 0:
+      raise ValueError(f"config.pretext.default_fps must be > 0, got {fps}")
   return pipeline.ViewSpec(
     clip_len=config.data.clip_len,
     size=config.data.size,
     temporal_modes=modes,
     spatial=spatial_augment(config.aug),
+    shift=shift,
+    hard_negatives=hard,
+    default_fps=fps,
   )
+
+
+def videos_per_subject(config) -> int:
+  """``m`` of same-subject negatives, 0 when they are off."""
+  p = config.get("pretext")
+  if p is None or not p.same_subject_negatives:
+    return 0
+  return int(p.videos_per_subject)
 
 
 def num_data_shards(data, process_count: int) -> int:
@@ -196,6 +225,7 @@ def pretrain_input(
         cache=config.data.cache,
         cache_frame_size=config.data.cache_frame_size or None,
         shard_index=s,
+        videos_per_subject=videos_per_subject(config),
       )
     )
   if len(streams) == 1:

@@ -20,14 +20,16 @@ would have seen next — it neither replays nor skips data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from stclr_jax.data import augment as augment_lib
-from stclr_jax.data import sampling
+from stclr_jax.data import pretext, sampling
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -45,6 +47,12 @@ class ViewSpec:
   size: int = 112
   temporal_modes: tuple[str, ...] = sampling.MODES
   spatial: augment_lib.SpatialAugment = augment_lib.SpatialAugment()
+  # Pretext options (data/pretext.py), off by default: SSL-FER's TimeAug
+  # (``shift``) and HardNeg (``hard_negatives``), and the frame rate of a
+  # data set without an ``fps`` feature.
+  shift: pretext.TemporalShift | None = None
+  hard_negatives: pretext.HardNegatives | None = None
+  default_fps: float = pretext.DEFAULT_FPS
 
 
 def shard_for_process(
@@ -109,10 +117,16 @@ def pretrain_dataset(
   cache: bool = True,
   cache_frame_size: int | None = None,
   shard_index: int = 0,
+  videos_per_subject: int = 0,
 ) -> tf.data.Dataset:
   """Endless stream of ``{"view_a", "view_b", "subject_id"}`` batches for
   contrastive pretraining (one host's share of the batch). Labels are
   dropped at the first step: nothing downstream can read them.
+
+  With ``view.hard_negatives`` a batch also holds the second pair,
+  ``"hard_a"`` and ``"hard_b"`` (NA and NP), and ``"gap_policy"`` per
+  video; with ``view.shift``, ``"shift_clamped"`` counts the video's pairs
+  whose shift was cut (data/pretext.py).
 
   Args:
     examples: this host's videos (``video`` uint8 (T,H,W,3), optional
@@ -126,12 +140,33 @@ def pretrain_dataset(
       that their shorter side is this many pixels.
     shard_index: index of this logical data shard; folded into the seeds so
       that shards draw independent augmentations.
+    videos_per_subject: ``m > 0``: same-subject negatives, batches of
+      ``batch_size / m`` subjects x ``m`` videos (:func:`_subject_stream`).
   """
   _check_nonempty(num_examples, "pretrain_dataset")
-  base = examples.map(
-    lambda e: _cacheable(e, cache_frame_size, with_label=False),
-    num_parallel_calls=AUTOTUNE,
-  )
+  default_fps = float(view.default_fps)
+
+  def cacheable(e):
+    out = _cacheable(e, cache_frame_size, with_label=False)
+    out["fps"] = (
+      tf.cast(e["fps"], tf.float32) if "fps" in e else tf.constant(default_fps)
+    )
+    return out
+
+  base = examples.map(cacheable, num_parallel_calls=AUTOTUNE)
+  views = functools.partial(_pretrain_views, view=view)
+  if videos_per_subject:
+    stream = _subject_stream(
+      base,
+      num_examples,
+      batch_size=batch_size,
+      m=videos_per_subject,
+      seed=seed,
+      start_step=start_step,
+      shard_index=shard_index,
+    )
+    stream = stream.map(views, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
   if cache:
     base = base.cache()
   root = _seed_tensor(seed, shard_index)
@@ -155,32 +190,139 @@ def pretrain_dataset(
   first_epoch = consumed // num_examples
   stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
   stream = stream.flat_map(epoch).skip(consumed - first_epoch * num_examples)
-  modes = tuple(view.temporal_modes)
+  stream = stream.map(views, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
-  def two_views(elem_seed, ex):
+
+def _pretrain_views(elem_seed, ex, view: ViewSpec):
+  """One video's pretraining element (see :func:`pretrain_dataset`)."""
+  modes = tuple(view.temporal_modes)
+  n = ex["num_frames"]
+  shape = [view.clip_len, view.size, view.size, 3]
+
+  def clip(idx, s):
+    return tf.ensure_shape(
+      augment_lib.augment_clip(
+        tf.gather(ex["video"], idx), s, view.size, view.spatial
+      ),
+      shape,
+    )
+
+  if view.shift is None and view.hard_negatives is None:
+    # The paper's ST-CLR (these seeds and draws are the stream's since
+    # before the pretext options: keep them).
     s = tf.random.experimental.stateless_split(elem_seed, 4)
-    n = ex["num_frames"]
     if modes:
       idx_a = sampling.sample_view_indices(n, view.clip_len, modes, s[0])
       idx_b = sampling.sample_view_indices(n, view.clip_len, modes, s[1])
     else:
       idx_a = idx_b = sampling.sample_indices(n, view.clip_len, "uniform", s[0])
-    va = augment_lib.augment_clip(
-      tf.gather(ex["video"], idx_a), s[2], view.size, view.spatial
-    )
-    vb = augment_lib.augment_clip(
-      tf.gather(ex["video"], idx_b), s[3], view.size, view.spatial
-    )
     return {
-      "view_a": tf.ensure_shape(va, [view.clip_len, view.size, view.size, 3]),
-      "view_b": tf.ensure_shape(vb, [view.clip_len, view.size, view.size, 3]),
+      "view_a": clip(idx_a, s[2]),
+      "view_b": clip(idx_b, s[3]),
       "subject_id": ex["subject_id"],
     }
-
-  stream = stream.map(
-    two_views, num_parallel_calls=AUTOTUNE, deterministic=True
+  s = tf.random.experimental.stateless_split(elem_seed, 5)
+  idx = pretext.video_indices(
+    n,
+    view.clip_len,
+    modes,
+    s[0],
+    shift=view.shift,
+    hard=view.hard_negatives,
+    fps=ex["fps"],
   )
-  return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+  out = {
+    "view_a": clip(idx["idx_a"], s[1]),
+    "view_b": clip(idx["idx_b"], s[2]),
+    "subject_id": ex["subject_id"],
+  }
+  if view.hard_negatives is not None:
+    out["hard_a"] = clip(idx["hard_a"], s[3])
+    out["hard_b"] = clip(idx["hard_b"], s[4])
+    out["gap_policy"] = idx["gap_policy"]
+  if view.shift is not None:
+    out["shift_clamped"] = idx["shift_clamped"]
+  return out
+
+
+def _subject_stream(
+  base, num_examples, *, batch_size, m, seed, start_step, shard_index
+):
+  """``(element seed, video)`` in same-subject batch order: per epoch,
+  :func:`pretext.same_subject_plan` seeded by ``(seed, shard, epoch)``.
+  The plan needs random access, so the shard's videos are held in memory
+  (as the full shuffle buffer of the plain stream holds them too)."""
+  what = f"same-subject negatives (data shard {shard_index})"
+  videos = list(base.as_numpy_iterator())
+  if len(videos) != num_examples:
+    raise ValueError(
+      f"{what}: read {len(videos)} videos where the split has {num_examples}"
+    )
+  subjects = np.array([v["subject_id"] for v in videos], np.int64)
+  pretext.check_subjects(subjects, m, batch_size, what)
+  info = pretext.subject_plan_info(subjects, m, batch_size // m)
+  logging.info(
+    "%s: %d subjects, %d videos in %d groups of %d (%d mixed), %d batches"
+    " of %d subjects per epoch, %d fill-in videos per epoch",
+    what,
+    len(np.unique(subjects)),
+    num_examples,
+    info.groups,
+    m,
+    info.mixed_groups,
+    info.batches,
+    batch_size // m,
+    info.fill_ins,
+  )
+  flat = [v["video"].reshape(-1) for v in videos]
+  ends = np.cumsum([len(f) for f in flat])
+  starts = tf.constant(ends - np.array([len(f) for f in flat]), tf.int64)
+  ends = tf.constant(ends, tf.int64)
+  shapes = tf.constant([v["video"].shape for v in videos], tf.int32)
+  values = tf.constant(np.concatenate(flat))
+  num_frames = tf.constant([v["num_frames"] for v in videos], tf.int32)
+  fps = tf.constant([v["fps"] for v in videos], tf.float32)
+  subject_t = tf.constant(subjects, tf.int32)
+  del videos, flat
+
+  def plan(e):
+    rng = np.random.default_rng([seed, shard_index, int(e), 0x55B])
+    return pretext.same_subject_plan(subjects, m, batch_size // m, rng)[0]
+
+  root = _seed_tensor(seed, shard_index)
+
+  def epoch(e):
+    order = tf.numpy_function(plan, [e], tf.int64, stateful=False)
+    order = tf.ensure_shape(order, [info.epoch_length])
+    epoch_seed = tf.random.experimental.stateless_fold_in(root, e)
+    return (
+      tf.data.Dataset.from_tensor_slices(order)
+      .enumerate()
+      .map(
+        lambda p, i: (
+          tf.random.experimental.stateless_fold_in(epoch_seed, p),
+          i,
+        )
+      )
+    )
+
+  def fetch(elem_seed, i):
+    video = tf.reshape(values[starts[i] : ends[i]], shapes[i])
+    return elem_seed, {
+      "video": video,
+      "num_frames": num_frames[i],
+      "subject_id": subject_t[i],
+      "fps": fps[i],
+    }
+
+  consumed = start_step * batch_size
+  first_epoch = consumed // info.epoch_length
+  stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+  stream = stream.flat_map(epoch).skip(
+    consumed - first_epoch * info.epoch_length
+  )
+  return stream.map(fetch)
 
 
 def eval_clip_indices(num_frames, clip_len: int, num_clips: int):
