@@ -9,7 +9,12 @@ Arms (``--arms``):
 * ``stclr``: ST-CLR pretraining (``configs/stclr_synthetic.py``) on the
   unlabelled pool, subjects disjoint from the labelled ones;
 * ``stclr_no_temporal``: the same without temporal augmentation
-  (``:aug=no_temporal``, Table IV).
+  (``:aug=no_temporal``, Table IV);
+* ``stclr_timeaug``, ``stclr_hardneg``, ``stclr_samesubject``: ST-CLR with
+  one pretext option on (``pretext.temporal_shift``,
+  ``pretext.hard_negatives``, ``pretext.same_subject_negatives``, at their
+  defaults: SSL-FER's offsets and gap, 2 videos per subject);
+* ``stclr_combined``: all three options together.
 
 Each arm is evaluated with ``configs/finetune_synthetic.py`` at every label
 fraction (``--labels``, percent of each fold's training videos) on the
@@ -51,7 +56,26 @@ from stclr_jax.demo import load_config  # noqa: E402
 from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
 from stclr_jax.evaluation import probes, protocol  # noqa: E402
 
-ARMS = ("scratch", "stclr", "stclr_no_temporal")
+ARMS = (
+  "scratch",
+  "stclr",
+  "stclr_no_temporal",
+  "stclr_timeaug",
+  "stclr_hardneg",
+  "stclr_samesubject",
+  "stclr_combined",
+)
+# The pretext options each arm turns on (data/pretext.py).
+PRETEXT = {
+  "stclr_timeaug": ("temporal_shift",),
+  "stclr_hardneg": ("hard_negatives",),
+  "stclr_samesubject": ("same_subject_negatives",),
+  "stclr_combined": (
+    "temporal_shift",
+    "hard_negatives",
+    "same_subject_negatives",
+  ),
+}
 
 
 def _config(name, arg, args):
@@ -68,6 +92,8 @@ def pretrain(arm, args, times):
     return ""
   variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
   config = _config("stclr_synthetic.py", variant, args)
+  for option in PRETEXT.get(arm, ()):
+    setattr(config.pretext, option, True)
   if args.pretrain_epochs:
     config.num_epochs = args.pretrain_epochs
   workdir = os.path.join(args.workdir, f"pretrain_{arm}")
@@ -132,6 +158,12 @@ def main(argv=None):
   p.add_argument("--workdir", default="workdirs/protocol")
   p.add_argument("--arms", default=",".join(ARMS))
   p.add_argument("--labels", default="100,10", help="percent of labels")
+  p.add_argument(
+    "--finetune_labels",
+    default="",
+    help="fine-tune at these percents only (the others: linear probe and "
+    "identity probe); empty: at every --labels",
+  )
   p.add_argument("--folds", default="0,1,2,3,4")
   p.add_argument(
     "--pretrain_epochs", type=int, default=0, help="0: the config's"
@@ -149,6 +181,7 @@ def main(argv=None):
     if a not in ARMS:
       p.error(f"--arms: unknown arm {a!r}; known: {ARMS}")
   pcts = [float(x) for x in args.labels.split(",") if x]
+  ft_pcts = [float(x) for x in args.finetune_labels.split(",") if x] or pcts
   logging.set_verbosity(logging.INFO)
   os.makedirs(args.workdir, exist_ok=True)
 
@@ -157,16 +190,19 @@ def main(argv=None):
   for arm in arms:
     init = pretrain(arm, args, times)
     for pct in pcts:
-      lin, _ = evaluate(arm, init, pct, True, args, times)
-      ft, config = evaluate(arm, init, pct, False, args, times)
+      lin, config = evaluate(arm, init, pct, True, args, times)
+      ft = {}
+      if pct in ft_pcts:
+        ft, config = evaluate(arm, init, pct, False, args, times)
       rows.append(
         {
           "arm": arm,
           "labels": pct,
           "linear": lin["linear"],
           "finetune": ft.get("finetune"),
-          "identity_probe": ft.get("identity_probe"),
-          "init": ft["init"],
+          "identity_probe": ft.get("identity_probe")
+          or lin.get("identity_probe"),
+          "init": lin["init"],
         }
       )
   folds = [int(f) for f in args.folds.split(",") if f]
@@ -196,6 +232,9 @@ def main(argv=None):
       f"| pixels, apex - neutral, ridge (reference) | 100% | "
       f"{100 * np.mean(ref):.1f} ± {100 * np.std(ref):.1f}% | | |"
     )
+  for arm in arms:
+    spent = sum(v for k, v in times.items() if k.split(" ")[1] == arm)
+    print(f"wall time of {arm}: {spent:.0f}s")
   print(
     "\nwall time: "
     + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())

@@ -36,8 +36,24 @@ app.run(main.main)
 """
 
 
+# Every pretext option on at once (data/pretext.py): the temporal shift,
+# hard negatives (4 clips per video) and same-subject batches (2 subjects
+# x 2 videos). At 25 frames/s the gap of 0.12 s is 3 frames: the 5-frame
+# videos take the halves policy and the 6-8 frame ones the gap policy;
+# shifts of 1-2 frames do not always fit.
+_ALL_PRETEXT = {
+  "pretext.temporal_shift": True,
+  "pretext.shift_offsets": "(0.04,0.08)",
+  "pretext.shift_weights": "(2.0,1.0)",
+  "pretext.hard_negatives": True,
+  "pretext.hard_negative_gap": 0.12,
+  "pretext.same_subject_negatives": True,
+}
+
+
+@pytest.mark.parametrize("pretext", ["off", "all"])
 def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
-  tmp_path,
+  tmp_path, pretext
 ):
   csv = runs.frames_dataset(str(tmp_path / "data"))
   common = {
@@ -49,6 +65,7 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
     "keep_checkpoints": 10,
     "batch_size": 4,
     "model.width": 0.25,
+    **(_ALL_PRETEXT if pretext == "all" else {}),
   }
   env = runs.env(2)
   a = subprocess.run(
@@ -59,6 +76,9 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
     timeout=600,
   )
   assert a.returncode == 0, a.stderr[-3000:]
+  if pretext == "all":  # the options were on, and counted
+    for what in ("same-subject negatives", "pretext/gap_policy_halves"):
+      assert what in a.stderr, a.stderr[-3000:]
 
   cmd = runs.main_cmd(tmp_path / "b", common)
   ckpts = tmp_path / "b" / "checkpoints"

@@ -1,5 +1,7 @@
 """Writes a PNG of what the model sees: for a few videos, the frames of view
-1 and view 2 side by side, exactly as the pretraining pipeline makes them.
+1 and view 2 side by side, exactly as the pretraining pipeline makes them;
+with hard negatives (``pretext.hard_negatives``), the four views of each
+video: A | P | NA | NP (the positive pair, then the second pair).
 
   python -m stclr_jax.data.preview --config=configs/stclr_synthetic.py \
       --out=preview.png [--num_videos=4]
@@ -15,14 +17,17 @@ from PIL import Image
 from stclr_jax.data import input as input_lib
 
 
-def grid(view_a: np.ndarray, view_b: np.ndarray, gap: int = 4) -> np.ndarray:
-  """(N, T, H, W, 3) floats in [0,1] -> one uint8 image, a row per video:
-  view 1's T frames, a gap, view 2's T frames."""
-  n, t, h, w, _ = view_a.shape
-  canvas = np.full((n * (h + gap) - gap, 2 * t * w + 3 * gap, 3), 255, np.uint8)
+def grid(*views: np.ndarray, gap: int = 4) -> np.ndarray:
+  """Views of (N, T, H, W, 3) floats in [0,1] -> one uint8 image, a row
+  per video: the first view's T frames, a gap, the next view's, ..."""
+  n, t, h, w, _ = views[0].shape
+  k = len(views)
+  canvas = np.full(
+    (n * (h + gap) - gap, k * t * w + (k - 1) * 3 * gap, 3), 255, np.uint8
+  )
   for i in range(n):
     y = i * (h + gap)
-    for j, view in enumerate((view_a, view_b)):
+    for j, view in enumerate(views):
       x0 = j * (t * w + 3 * gap)
       row = np.concatenate(list(view[i]), axis=1)
       canvas[y : y + h, x0 : x0 + t * w] = np.clip(row * 255 + 0.5, 0, 255)
@@ -37,7 +42,8 @@ def write_preview(config, out: str, num_videos: int = 4) -> str:
     config, process_index=0, process_count=1
   )
   batch = next(batches.as_numpy_iterator())
-  Image.fromarray(grid(batch["view_a"], batch["view_b"])).save(out)
+  names = ("view_a", "view_b", "hard_a", "hard_b")
+  Image.fromarray(grid(*(batch[k] for k in names if k in batch))).save(out)
   return out
 
 
@@ -45,7 +51,9 @@ def main(argv):
   del argv
   f = flags.FLAGS
   path = write_preview(f.config, f.out, f.num_videos)
-  print(f"wrote {path}: {f.num_videos} videos, view 1 | view 2")
+  hard = f.config.get("pretext") and f.config.pretext.hard_negatives
+  cols = "A | P | NA | NP" if hard else "view 1 | view 2"
+  print(f"wrote {path}: {f.num_videos} videos, {cols}")
 
 
 def _define_flags():
