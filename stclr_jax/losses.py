@@ -128,3 +128,230 @@ def make_sharded_nt_xent(mesh: Mesh, axis_name: str = "data"):
     )(z_a, z_b)
 
   return fn
+
+
+# MaskFN (SSL-FER, Shu et al. 2022): the false negative moves from the
+# denominator to a down-weighted extra positive.
+
+MASKFN_WEIGHT = 0.8  # SSL-FER's lambda
+
+
+def _pair_logits(za_local, zb_local, za_all, zb_all, offset, temperature):
+  """``(logits, self_idx, pos_idx)`` of the local anchors against all
+  candidates, in the row order of :func:`_anchor_terms`; the anchor's own
+  column is -inf."""
+  n, big_n = za_local.shape[0], za_all.shape[0]
+  anchors = l2_normalize(jnp.concatenate([za_local, zb_local], axis=0))
+  cands = l2_normalize(jnp.concatenate([za_all, zb_all], axis=0))
+  logits = (anchors @ cands.T) / temperature
+  local = jnp.arange(n) + offset
+  self_idx = jnp.concatenate([local, local + big_n])
+  pos_idx = jnp.concatenate([local + big_n, local])
+  cols = jnp.arange(2 * big_n)
+  logits = jnp.where(cols[None, :] == self_idx[:, None], -jnp.inf, logits)
+  return logits, self_idx, pos_idx
+
+
+def _maskfn_terms(
+  za_l, zb_l, za_all, zb_all, da_l, db_l, da_all, db_all, offset, temperature
+):
+  """Per-anchor ``(l1, l2, hits, k_star)`` of MaskFN (see :func:`maskfn`)."""
+  logits, self_idx, pos_idx = _pair_logits(
+    za_l, zb_l, za_all, zb_all, offset, temperature
+  )
+  cols = jnp.arange(logits.shape[1])[None, :]
+  desc = l2_normalize(jnp.concatenate([da_l, db_l], axis=0))
+  desc_all = l2_normalize(jnp.concatenate([da_all, db_all], axis=0))
+  sim = jax.lax.stop_gradient(desc @ desc_all.T)
+  negative = (cols != self_idx[:, None]) & (cols != pos_idx[:, None])
+  k_star = jnp.argmax(jnp.where(negative, sim, -jnp.inf), axis=1)
+  rest = negative & (cols != k_star[:, None])
+  lse_rest = jax.nn.logsumexp(jnp.where(rest, logits, -jnp.inf), axis=1)
+  pos_logit = jnp.take_along_axis(logits, pos_idx[:, None], axis=1)[:, 0]
+  k_logit = jnp.take_along_axis(logits, k_star[:, None], axis=1)[:, 0]
+  l1 = jnp.logaddexp(pos_logit, lse_rest) - pos_logit
+  l2 = jnp.logaddexp(k_logit, lse_rest) - k_logit
+  hits = (jnp.argmax(logits, axis=1) == pos_idx).astype(jnp.float32)
+  return l1, l2, hits, k_star
+
+
+def _check_maskfn(z_a, z_b, d_a, d_b, num_pairs):
+  _check_pair(z_a, z_b)
+  _check_pair(d_a, d_b)
+  if d_a.shape[0] != z_a.shape[0]:
+    raise ValueError(
+      f"maskfn: {z_a.shape[0]} embeddings but {d_a.shape[0]} descriptors"
+    )
+  if num_pairs < 2:
+    raise ValueError(
+      "maskfn needs at least 2 pairs in the (global) batch: with one, an "
+      "anchor has no negative to call false"
+    )
+
+
+def maskfn(z_a, z_b, d_a, d_b, temperature, weight=MASKFN_WEIGHT):
+  """SSL-FER's MaskFN loss, as its released code computes it.
+
+  Rows ``[z_a; z_b]`` as in NT-Xent (row i's positive p(i) is i +- N).
+  ``d_a``, ``d_b``: the rows' frozen descriptors (no gradient flows into
+  them); cosine similarity of descriptors picks, per anchor, the most
+  similar negative ``k*`` (no threshold), the presumed false negative.
+  With ``Neg'`` the negatives without ``k*`` and ``s = cos(z_i, z_j)/tau``:
+
+      l1_i = -log(e^{s_ip} / (e^{s_ip} + sum_{Neg'} e^{s_ij}))
+      l2_i = -log(e^{s_ik*} / (e^{s_ik*} + sum_{Neg'} e^{s_ij}))
+      loss = mean(l1) + weight * mean(l2)
+
+  Returns ``(loss, metrics)``: ``contrastive_top1`` and the two means.
+  """
+  _check_maskfn(z_a, z_b, d_a, d_b, z_a.shape[0])
+  l1, l2, hits, _ = _maskfn_terms(
+    z_a, z_b, z_a, z_b, d_a, d_b, d_a, d_b, 0, temperature
+  )
+  loss = jnp.mean(l1) + weight * jnp.mean(l2)
+  return loss, {
+    "contrastive_top1": jnp.mean(hits),
+    "maskfn_l1": jnp.mean(l1),
+    "maskfn_l2": jnp.mean(l2),
+  }
+
+
+def maskfn_false_negatives(d_a, d_b) -> jax.Array:
+  """``k*`` of every row of ``[d_a; d_b]`` (a column of the 2N rows): the
+  negative, by descriptor cosine, that MaskFN treats as a false one."""
+  n = d_a.shape[0]
+  d = l2_normalize(jnp.concatenate([d_a, d_b], axis=0))
+  rows = jnp.arange(2 * n)
+  pos = (rows + n) % (2 * n)
+  negative = (rows[None, :] != rows[:, None]) & (rows[None, :] != pos[:, None])
+  return jnp.argmax(jnp.where(negative, d @ d.T, -jnp.inf), axis=1)
+
+
+def maskfn_sharded(
+  z_a, z_b, d_a, d_b, temperature, weight=MASKFN_WEIGHT, axis_name="data"
+):
+  """Per-device body for ``jax.shard_map``: embeddings and descriptors are
+  all-gathered, so ``k*`` is chosen over the global batch. Value and
+  gradient equal :func:`maskfn` on the gathered batch."""
+  gather = functools.partial(
+    jax.lax.all_gather, axis_name=axis_name, tiled=True
+  )
+  za_all, zb_all, da_all, db_all = map(gather, (z_a, z_b, d_a, d_b))
+  _check_maskfn(z_a, z_b, d_a, d_b, za_all.shape[0])
+  offset = jax.lax.axis_index(axis_name) * z_a.shape[0]
+  l1, l2, hits, _ = _maskfn_terms(
+    z_a, z_b, za_all, zb_all, d_a, d_b, da_all, db_all, offset, temperature
+  )
+  rows = 2 * za_all.shape[0]
+  mean = lambda x: jax.lax.psum(jnp.sum(x), axis_name) / rows
+  m1, m2 = mean(l1), mean(l2)
+  return m1 + weight * m2, {
+    "contrastive_top1": mean(hits),
+    "maskfn_l1": m1,
+    "maskfn_l2": m2,
+  }
+
+
+def make_sharded_maskfn(mesh: Mesh, axis_name: str = "data"):
+  """``(z_a, z_b, d_a, d_b, temperature, weight) -> (loss, metrics)``,
+  the batch sharded on ``axis_name``: :func:`maskfn_sharded` in
+  shard_map."""
+
+  def fn(z_a, z_b, d_a, d_b, temperature, weight=MASKFN_WEIGHT):
+    body = functools.partial(
+      maskfn_sharded,
+      temperature=temperature,
+      weight=weight,
+      axis_name=axis_name,
+    )
+    spec = P(axis_name)
+    return jax.shard_map(
+      body, mesh=mesh, in_specs=(spec,) * 4, out_specs=(P(), P())
+    )(z_a, z_b, d_a, d_b)
+
+  return fn
+
+
+# Multi-positive NT-Xent (CL-MEx, as reconstructed: SupCon's "mean over
+# positives of the log-probability" with instance group ids).
+
+
+def _multi_positive_terms(z_local, g_local, z_all, g_all, offset, temperature):
+  """Per-anchor ``(loss, has_positive, hit)`` of the local rows."""
+  m = z_local.shape[0]
+  logits = (l2_normalize(z_local) @ l2_normalize(z_all).T) / temperature
+  self_idx = jnp.arange(m) + offset
+  cols = jnp.arange(z_all.shape[0])[None, :]
+  is_self = cols == self_idx[:, None]
+  logits = jnp.where(is_self, -jnp.inf, logits)
+  log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
+  positive = (g_local[:, None] == g_all[None, :]) & ~is_self
+  count = jnp.sum(positive, axis=1)
+  total = jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1)
+  has = count > 0
+  loss = jnp.where(has, -total / jnp.maximum(count, 1), 0.0)
+  hit = jnp.take_along_axis(
+    positive, jnp.argmax(logits, axis=1)[:, None], axis=1
+  )[:, 0]
+  return loss, has.astype(jnp.float32), hit.astype(jnp.float32)
+
+
+def _check_groups(z, groups):
+  if z.ndim != 2 or groups.shape != (z.shape[0],):
+    raise ValueError(
+      "multi_positive_nt_xent needs (M, D) embeddings and (M,) group ids, "
+      f"got {z.shape} and {groups.shape}"
+    )
+
+
+def multi_positive_nt_xent(z, groups, temperature):
+  """``(1/M') sum_i -(1/|P(i)|) sum_{p in P(i)} log(e^{s_ip} /
+  sum_{a != i} e^{s_ia})``, ``P(i)`` the other rows of i's group,
+  ``s = cos/tau``; the mean runs over the M' rows that have a positive.
+  With two rows per group it is NT-Xent. Returns ``(loss, metrics)``:
+  ``contrastive_top1`` (the nearest row is a positive) and
+  ``anchors_with_positive`` (the share of rows in the mean)."""
+  _check_groups(z, groups)
+  loss, has, hit = _multi_positive_terms(z, groups, z, groups, 0, temperature)
+  n = jnp.maximum(jnp.sum(has), 1.0)
+  return jnp.sum(loss) / n, {
+    "contrastive_top1": jnp.sum(hit * has) / n,
+    "anchors_with_positive": jnp.mean(has),
+  }
+
+
+def multi_positive_sharded(z, groups, temperature, axis_name="data"):
+  """Per-device body for ``jax.shard_map``: rows and group ids
+  all-gathered; equals :func:`multi_positive_nt_xent` on the gathered
+  batch, value and gradient."""
+  _check_groups(z, groups)
+  z_all = jax.lax.all_gather(z, axis_name, tiled=True)
+  g_all = jax.lax.all_gather(groups, axis_name, tiled=True)
+  offset = jax.lax.axis_index(axis_name) * z.shape[0]
+  loss, has, hit = _multi_positive_terms(
+    z, groups, z_all, g_all, offset, temperature
+  )
+  psum = lambda x: jax.lax.psum(jnp.sum(x), axis_name)
+  n = jnp.maximum(psum(has), 1.0)
+  return psum(loss) / n, {
+    "contrastive_top1": psum(hit * has) / n,
+    "anchors_with_positive": psum(has) / z_all.shape[0],
+  }
+
+
+def make_sharded_multi_positive(mesh: Mesh, axis_name: str = "data"):
+  """``(z, groups, temperature) -> (loss, metrics)`` with rows sharded on
+  ``axis_name``: :func:`multi_positive_sharded` in shard_map."""
+
+  def fn(z, groups, temperature):
+    body = functools.partial(
+      multi_positive_sharded, temperature=temperature, axis_name=axis_name
+    )
+    return jax.shard_map(
+      body,
+      mesh=mesh,
+      in_specs=(P(axis_name), P(axis_name)),
+      out_specs=(P(), P()),
+    )(z, groups)
+
+  return fn
