@@ -14,6 +14,13 @@ from stclr_jax.convert.kinetics import KINETICS_MEAN, KINETICS_STD
 
 # Table IV ablations: which augmentation a variant switches off.
 AUG_VARIANTS = ("all", "no_temporal", "no_crop", "no_color", "no_flip")
+# ``pretext=`` variants (joined with "+"): the config.pretext switch each
+# turns on.
+PRETEXT_VARIANTS = {
+  "timeaug": "temporal_shift",
+  "hardneg": "hard_negatives",
+  "samesubject": "same_subject_negatives",
+}
 ENCODERS = ("r2plus1d_18", "r3d_18", "mc3_18")
 
 
@@ -135,8 +142,10 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 def apply_variants(
   c: ml_collections.ConfigDict, arg: str | None, extra: tuple[str, ...] = ()
 ) -> ml_collections.ConfigDict:
-  """Applies the ablation variants ``encoder=``, ``aug=``, ``epochs=``."""
-  known = ("encoder", "aug", "epochs", "init") + extra
+  """Applies the ablation variants ``encoder=``, ``aug=``, ``epochs=``,
+  ``init=`` and ``pretext=`` (e.g. ``pretext=timeaug+hardneg``; options
+  of :data:`PRETEXT_VARIANTS`, or ``none``)."""
+  known = ("encoder", "aug", "epochs", "init", "pretext") + extra
   variants = parse_arg(arg)
   for k in variants:
     if k not in known:
@@ -154,6 +163,15 @@ def apply_variants(
     setattr(c.aug, aug[len("no_") :], False)
   if "epochs" in variants:
     c.num_epochs = int(variants["epochs"])
+  for name in filter(None, variants.get("pretext", "none").split("+")):
+    if name == "none":
+      continue
+    if name not in PRETEXT_VARIANTS or "pretext" not in c:
+      raise ValueError(
+        f"pretext must be none or options of {tuple(PRETEXT_VARIANTS)} "
+        f"joined with '+', got {variants['pretext']!r}"
+      )
+    setattr(c.pretext, PRETEXT_VARIANTS[name], True)
   init = variants.get("init", "random")
   if init == "kinetics400":
     # Weights from `python -m stclr_jax.convert.torchvision` (pass the

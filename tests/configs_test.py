@@ -70,6 +70,28 @@ def test_bad_variants_are_errors():
     m.get_config("aug=no_blur")
 
 
+def test_pretext_variants_turn_options_on_and_default_off():
+  m = _load(os.path.join(ROOT, "configs", "stclr_oulu.py"))
+  c = m.get_config()
+  assert not (
+    c.pretext.temporal_shift
+    or c.pretext.hard_negatives
+    or c.pretext.same_subject_negatives
+  )
+  # SSL-FER's values (stclr_jax/data/pretext.py's constants).
+  from stclr_jax.data import pretext
+
+  assert tuple(c.pretext.shift_offsets) == pretext.SSLFER_OFFSETS
+  assert tuple(c.pretext.shift_weights) == pretext.SSLFER_WEIGHTS
+  assert c.pretext.hard_negative_gap == pretext.SSLFER_GAP
+  assert c.pretext.default_fps == pretext.DEFAULT_FPS
+  c = m.get_config("pretext=timeaug+samesubject")
+  assert c.pretext.temporal_shift and c.pretext.same_subject_negatives
+  assert not c.pretext.hard_negatives
+  with pytest.raises(ValueError, match="pretext must be none or options"):
+    m.get_config("pretext=maskfn")
+
+
 def test_every_config_file_is_tested():
   assert sorted(FILES + EVAL_FILES) == sorted(
     glob.glob(os.path.join(ROOT, "configs", "*.py"))
