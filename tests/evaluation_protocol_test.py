@@ -22,7 +22,9 @@ def _eval_config(**eval_fields):
   return c
 
 
-@pytest.fixture(scope="module")
+# autouse: every test here builds its config with _eval_config, which reads
+# this directory (under pytest-xdist a test may be a worker's first).
+@pytest.fixture(scope="module", autouse=True)
 def tfds_dir(tmp_path_factory):
   d = str(tmp_path_factory.mktemp("tfds"))
   os.environ["TFDS_DATA_DIR_FOR_TESTS"] = d
