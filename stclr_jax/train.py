@@ -310,7 +310,7 @@ def pretrain(
   pending, history, window = None, [], (time.time(), start)
   counts = PretextCounts()
 
-  def read(step, metrics):
+  def read(step, metrics, counted):
     nonlocal window
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     _check_finite(step, values, mngr)
@@ -318,7 +318,7 @@ def pretrain(
     values["clips_per_sec"] = (
       (step - window[1]) * config.batch_size / max(now - window[0], 1e-9)
     )
-    values.update(counts.read())
+    values.update(counted)
     window = (now, step)
     writer.write_scalars(step, values)
     history.append({"step": step, **values})
@@ -345,7 +345,7 @@ def pretrain(
         or preempted
       )
       if step % config.log_every_steps == 0 or is_ckpt:
-        pending = (step, metrics)
+        pending = (step, metrics, counts.read())
       if is_ckpt:
         read(*pending)  # never checkpoint a state whose step was not finite
         pending = None

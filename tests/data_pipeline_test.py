@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from stclr_jax.data import augment as augment_lib
-from stclr_jax.data import pipeline
+from stclr_jax.data import pipeline, sampling
 
 
 def _fake_videos(n=10, seed=0):
@@ -152,20 +152,42 @@ def test_pretext_views_are_deterministic_and_resume_exactly(option):
       np.testing.assert_array_equal(x[k], y[k])
 
 
-def test_pretext_options_leave_stclr_unchanged_when_off():
-  """The paper's stream does not move when the options exist but are off."""
-  ds, _ = _fake_videos()
-  plain = pipeline.ViewSpec(clip_len=4, size=16)
-  off = pipeline.ViewSpec(clip_len=4, size=16, shift=None, default_fps=30.0)
-  a = _take(
-    pipeline.pretrain_dataset(ds, 10, batch_size=3, view=plain, seed=3), 2
+def _stclr_element_before_the_options(elem_seed, ex, view):
+  """The element function of the pretraining stream as it was before the
+  pretext options (commit f3ff21b's ``two_views``), kept as a reference."""
+  s = tf.random.experimental.stateless_split(elem_seed, 4)
+  n, modes = ex["num_frames"], tuple(view.temporal_modes)
+  if modes:
+    idx_a = sampling.sample_view_indices(n, view.clip_len, modes, s[0])
+    idx_b = sampling.sample_view_indices(n, view.clip_len, modes, s[1])
+  else:
+    idx_a = idx_b = sampling.sample_indices(n, view.clip_len, "uniform", s[0])
+  aug = lambda idx, seed: augment_lib.augment_clip(
+    tf.gather(ex["video"], idx), seed, view.size, view.spatial
   )
-  b = _take(
-    pipeline.pretrain_dataset(ds, 10, batch_size=3, view=off, seed=3), 2
-  )
-  for x, y in zip(a, b):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
+  return {"view_a": aug(idx_a, s[2]), "view_b": aug(idx_b, s[3])}
+
+
+@pytest.mark.parametrize("modes", [sampling.MODES, ()])
+def test_with_the_options_off_the_stream_is_the_papers_as_before(modes):
+  """Options off: every element equals the pre-options reference, draw
+  for draw (so runs and checkpoints made before keep their data)."""
+  _, vids = _fake_videos(4)
+  view = pipeline.ViewSpec(clip_len=4, size=16, temporal_modes=modes)
+  for i, v in enumerate(vids):
+    ex = {
+      "video": tf.constant(v),
+      "num_frames": tf.constant(len(v)),
+      "subject_id": tf.constant(i),
+      "fps": tf.constant(25.0),
+    }
+    for seed in ([i, 1], [7, i]):
+      seed = tf.constant(seed, tf.int64)
+      got = pipeline._pretrain_views(seed, ex, view)
+      ref = _stclr_element_before_the_options(seed, ex, view)
+      assert set(got) == {"view_a", "view_b", "subject_id"}
+      for k in ref:
+        np.testing.assert_array_equal(got[k].numpy(), ref[k].numpy())
 
 
 def test_the_data_sets_frame_rate_sets_the_gap():

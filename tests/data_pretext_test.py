@@ -190,6 +190,8 @@ def _subjects(counts):
     ([5, 7, 2, 9, 4, 6, 3, 8], 2, 3),  # uneven, last groups filled in
     ([1, 1, 1, 4, 4, 4, 5], 2, 2),  # subjects too small: mixed groups
     ([20, 2, 2, 2], 2, 2),  # one large subject sets the batch count
+    ([1, 1, 1, 4, 4], 2, 2),  # a short mixed group, few spare subjects
+    ([1, 2, 1, 3, 3, 3], 3, 2),
   ],
 )
 def test_same_subject_batches_have_the_composition_and_cover_every_video(
@@ -198,7 +200,7 @@ def test_same_subject_batches_have_the_composition_and_cover_every_video(
   subjects = _subjects(counts)
   info = pretext.subject_plan_info(subjects, m, k)
   small = {s for s, c in enumerate(counts) if c < m}
-  for epoch in range(3):
+  for epoch in range(40):
     rng = np.random.default_rng([0, epoch])
     order, fills = pretext.same_subject_plan(subjects, m, k, rng)
     assert len(order) == info.epoch_length == info.batches * k * m
@@ -207,6 +209,7 @@ def test_same_subject_batches_have_the_composition_and_cover_every_video(
     assert set(order.tolist()) == set(range(len(subjects)))
     assert len(order) - len(subjects) == fills
     for batch in order.reshape(-1, k, m):
+      assert len(set(batch.ravel().tolist())) == k * m  # no video twice
       keys = []
       for group in batch:
         s = set(subjects[group].tolist())

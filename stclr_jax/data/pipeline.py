@@ -252,7 +252,9 @@ def _subject_stream(
   """``(element seed, video)`` in same-subject batch order: per epoch,
   :func:`pretext.same_subject_plan` seeded by ``(seed, shard, epoch)``.
   The plan needs random access, so the shard's videos are held in memory
-  (as the full shuffle buffer of the plain stream holds them too)."""
+  whatever ``cache`` says (as the plain stream's cache and full shuffle
+  buffer hold them too); building the store takes about twice the
+  shard's decoded size at its peak."""
   what = f"same-subject negatives (data shard {shard_index})"
   videos = list(base.as_numpy_iterator())
   if len(videos) != num_examples:
@@ -275,19 +277,25 @@ def _subject_stream(
     batch_size // m,
     info.fill_ins,
   )
-  flat = [v["video"].reshape(-1) for v in videos]
-  ends = np.cumsum([len(f) for f in flat])
-  starts = tf.constant(ends - np.array([len(f) for f in flat]), tf.int64)
+  sizes = np.array([v["video"].size for v in videos], np.int64)
+  ends = np.cumsum(sizes)
+  flat = np.empty(int(ends[-1]), np.uint8)
+  for v, end, size in zip(videos, ends, sizes):
+    flat[end - size : end] = v["video"].reshape(-1)
+    v["video"] = v["video"].shape  # free the frames as they are copied
+  starts = tf.constant(ends - sizes, tf.int64)
   ends = tf.constant(ends, tf.int64)
-  shapes = tf.constant([v["video"].shape for v in videos], tf.int32)
-  values = tf.constant(np.concatenate(flat))
+  shapes = tf.constant([v["video"] for v in videos], tf.int32)
+  values = tf.constant(flat)
   num_frames = tf.constant([v["num_frames"] for v in videos], tf.int32)
   fps = tf.constant([v["fps"] for v in videos], tf.float32)
   subject_t = tf.constant(subjects, tf.int32)
   del videos, flat
 
   def plan(e):
-    rng = np.random.default_rng([seed, shard_index, int(e), 0x55B])
+    rng = np.random.default_rng(
+      [seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, shard_index, int(e), 0x55B]
+    )
     return pretext.same_subject_plan(subjects, m, batch_size // m, rng)[0]
 
   root = _seed_tensor(seed, shard_index)

@@ -16,8 +16,11 @@ ones. The side follows SSL-FER's rule: a random side when both fit, the
 side that fits when one does. When neither fits (the window is too long
 for the segment: always for the ``uniform`` sampler, which spans it all),
 the shift is cut to the most the segment allows, on the side with more
-room, and the pair is counted as ``shift_clamped``. A cut to 0 is ST-CLR's
-pair exactly. SSL-FER instead dropped such frames; nothing is dropped here.
+room, and the pair is counted as ``shift_clamped``. A cut to 0 gives
+ST-CLR's pair (the same distribution, drawn from other seeds). ST-CLR's
+``random`` sampler also spans nearly the whole segment, so on short videos
+most pairs are cut: the count says how many. SSL-FER instead dropped such
+frames; nothing is dropped here.
 
 **Hard negatives** (SSL-FER's HardNeg; :class:`HardNegatives`). Each video
 gives a second pair ``(NA, NP)`` from a segment whose start is at least
@@ -287,10 +290,13 @@ def check_subjects(subjects, videos_per_subject: int, batch_size: int, what):
 
 
 def _groups(subjects, m, rng):
-  """``[(key, indices)]``: every video in exactly one m-video group; a
-  subject's last group completed with its own other videos (fill-ins);
-  subjects with fewer than m videos pooled into mixed groups (negative
-  keys)."""
+  """``([(key, indices)], fills, mixed)``: every video in exactly one
+  group. A subject's videos make m-video groups, its last one completed
+  with its own other videos (fill-ins). Subjects with fewer than m videos
+  are pooled into mixed groups (negative keys); the last of those may be
+  short, and :func:`same_subject_plan` completes it when it places it (from
+  videos not in its batch). ``fills`` counts the fill-ins made here and
+  the ones the short mixed group will take."""
   groups, short, fills = [], [], 0
   for s in np.unique(subjects):
     vids = rng.permutation(np.flatnonzero(subjects == s))
@@ -309,27 +315,26 @@ def _groups(subjects, m, rng):
     pooled = rng.permutation(np.concatenate(short))
     for j in range(0, len(pooled), m):
       g = pooled[j : j + m]
-      if len(g) < m:
-        others = np.setdiff1d(np.arange(len(subjects)), g)
-        fill = rng.choice(others, m - len(g), replace=False)
-        g = np.concatenate([g, fill])
-        fills += len(fill)
+      fills += m - len(g)
       mixed += 1
       groups.append((-mixed, g))
   return groups, fills, mixed
 
 
 def same_subject_plan(subjects, m: int, k: int, rng) -> tuple[np.ndarray, int]:
-  """One epoch's video order for batches of ``k`` groups of ``m`` videos,
-  each group one subject and the ``k`` subjects of a batch distinct.
+  """One epoch's video order for batches of ``k`` groups of ``m`` videos:
+  each group one subject (except the mixed groups of subjects with fewer
+  than ``m`` videos), the subjects of a batch's groups distinct, and no
+  video twice in a batch.
 
   Every video is in one group (a subject's last group is completed with
   its own other videos). Batches take the ``k`` subjects with the most
   groups left (random among ties), which uses the fewest batches,
   ``max(ceil(G / k), most groups of one subject)``; when fewer than ``k``
   subjects have groups left, the batch is completed with fresh groups of
-  other subjects (fill-ins). Returns ``(order, fill_ins)``, ``order`` of
-  length ``batches * k * m``.
+  subjects not in it (fill-ins), and a short mixed group with videos of
+  subjects not in it. Returns ``(order, fill_ins)``, ``order`` of length
+  ``batches * k * m``.
   """
   subjects = np.asarray(subjects)
   groups, fills, _ = _groups(subjects, m, rng)
@@ -347,12 +352,20 @@ def same_subject_plan(subjects, m: int, k: int, rng) -> tuple[np.ndarray, int]:
     ranked = sorted(
       range(len(keys)), key=lambda i: (-len(queues[keys[i]]), tie[i])
     )
-    chosen = [keys[i] for i in ranked[:k]]
-    batch = [queues[key].pop() for key in chosen]
-    spare = [s for s in full_subjects if s not in chosen]
+    batch = [queues[keys[i]].pop() for i in ranked[:k]]
+    taken = set(subjects[np.concatenate(batch)].tolist())
+    spare = [s for s in full_subjects if s not in taken]
     for s in rng.permutation(spare)[: k - len(batch)]:
       batch.append(rng.choice(np.flatnonzero(subjects == s), m, replace=False))
+      taken.add(int(s))
       fills += m
+    for j, g in enumerate(batch):
+      if len(g) < m:  # the short mixed group: videos of other subjects
+        free = np.flatnonzero(~np.isin(subjects, list(taken)))
+        if len(free) < m - len(g):  # few subjects: any video not in it
+          free = np.setdiff1d(np.arange(len(subjects)), np.concatenate(batch))
+        batch[j] = np.concatenate([g, rng.choice(free, m - len(g), False)])
+        taken |= set(subjects[batch[j]].tolist())
     order.append(np.concatenate(batch))
   if any(queues.values()):  # cannot happen (largest-first is optimal)
     raise AssertionError("same_subject_plan: groups left after the epoch")
