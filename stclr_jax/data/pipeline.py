@@ -256,6 +256,8 @@ def _subject_stream(
   buffer hold them too); building the store takes about twice the
   shard's decoded size at its peak."""
   what = f"same-subject negatives (data shard {shard_index})"
+  if seed < 0:
+    raise ValueError(f"{what}: the seed must be >= 0, got {seed}")
   videos = list(base.as_numpy_iterator())
   if len(videos) != num_examples:
     raise ValueError(
@@ -293,9 +295,7 @@ def _subject_stream(
   del videos, flat
 
   def plan(e):
-    rng = np.random.default_rng(
-      [seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, shard_index, int(e), 0x55B]
-    )
+    rng = np.random.default_rng([seed, shard_index, int(e), 0x55B])
     return pretext.same_subject_plan(subjects, m, batch_size // m, rng)[0]
 
   root = _seed_tensor(seed, shard_index)
