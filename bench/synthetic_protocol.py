@@ -14,7 +14,10 @@ Arms (``--arms``):
   one pretext option on (``pretext.temporal_shift``,
   ``pretext.hard_negatives``, ``pretext.same_subject_negatives``, at their
   defaults: SSL-FER's offsets and gap, 2 videos per subject);
-* ``stclr_combined``: all three options together.
+* ``stclr_combined``: all three options together;
+* ``stclr_samesubject6``: same-subject batches of 3 subjects x all 6 of
+  their videos (batch 18): a third of every anchor's negatives show its
+  own person, against one in 15 with the default 8 x 2.
 
 Each arm is evaluated with ``configs/finetune_synthetic.py`` at every label
 fraction (``--labels``, percent of each fold's training videos) on the
@@ -64,6 +67,7 @@ ARMS = (
   "stclr_hardneg",
   "stclr_samesubject",
   "stclr_combined",
+  "stclr_samesubject6",
 )
 # The pretext options each arm turns on (data/pretext.py).
 PRETEXT = {
@@ -75,6 +79,11 @@ PRETEXT = {
     "hard_negatives",
     "same_subject_negatives",
   ),
+  "stclr_samesubject6": ("same_subject_negatives",),
+}
+# Other fields an arm sets.
+OVERRIDES = {
+  "stclr_samesubject6": {"pretext.videos_per_subject": 6, "batch_size": 18},
 }
 
 
@@ -94,6 +103,9 @@ def pretrain(arm, args, times):
   config = _config("stclr_synthetic.py", variant, args)
   for option in PRETEXT.get(arm, ()):
     setattr(config.pretext, option, True)
+  for field, value in OVERRIDES.get(arm, {}).items():
+    parent, _, name = field.rpartition(".")
+    setattr(config[parent] if parent else config, name, value)
   if args.pretrain_epochs:
     config.num_epochs = args.pretrain_epochs
   workdir = os.path.join(args.workdir, f"pretrain_{arm}")
