@@ -18,6 +18,10 @@ Two forms share one implementation:
   anchors against the 2N global candidates (positive indices offset by its
   axis index), and the per-anchor losses are summed over devices and divided
   by 2N. Value and gradient equal :func:`nt_xent` on the gathered batch.
+
+The same module holds the losses of the methods that followed, each with
+its all-gather form: SSL-FER's MaskFN (:func:`maskfn`) and CL-MEx's
+multi-positive NT-Xent (:func:`multi_positive_nt_xent`, a reconstruction).
 """
 
 from __future__ import annotations
@@ -40,6 +44,22 @@ def l2_normalize(z: jax.Array) -> jax.Array:
   return z * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
 
 
+def _pair_logits(za_local, zb_local, za_all, zb_all, offset, temperature):
+  """``(logits, self_idx, pos_idx)`` of the local anchors (rows ``[view a;
+  view b]``) against all ``2N`` candidates, cosine over ``temperature``;
+  the anchor's own column is -inf."""
+  n, big_n = za_local.shape[0], za_all.shape[0]
+  anchors = l2_normalize(jnp.concatenate([za_local, zb_local], axis=0))
+  cands = l2_normalize(jnp.concatenate([za_all, zb_all], axis=0))
+  logits = (anchors @ cands.T) / temperature
+  local = jnp.arange(n) + offset
+  self_idx = jnp.concatenate([local, local + big_n])
+  pos_idx = jnp.concatenate([local + big_n, local])
+  cols = jnp.arange(2 * big_n)
+  logits = jnp.where(cols[None, :] == self_idx[:, None], -jnp.inf, logits)
+  return logits, self_idx, pos_idx
+
+
 def _anchor_terms(za_local, zb_local, za_all, zb_all, offset, temperature):
   """Per-anchor losses and top-1 hits for the local anchors.
 
@@ -50,15 +70,9 @@ def _anchor_terms(za_local, zb_local, za_all, zb_all, offset, temperature):
   Returns:
     (losses, hits), each of shape (2n,), ordered [view a; view b].
   """
-  n, big_n = za_local.shape[0], za_all.shape[0]
-  anchors = l2_normalize(jnp.concatenate([za_local, zb_local], axis=0))
-  cands = l2_normalize(jnp.concatenate([za_all, zb_all], axis=0))
-  logits = (anchors @ cands.T) / temperature  # (2n, 2N)
-  local = jnp.arange(n) + offset
-  self_idx = jnp.concatenate([local, local + big_n])  # anchor's own column
-  pos_idx = jnp.concatenate([local + big_n, local])  # positive's column
-  cols = jnp.arange(2 * big_n)
-  logits = jnp.where(cols[None, :] == self_idx[:, None], -jnp.inf, logits)
+  logits, _, pos_idx = _pair_logits(
+    za_local, zb_local, za_all, zb_all, offset, temperature
+  )
   pos_logit = jnp.take_along_axis(logits, pos_idx[:, None], axis=1)[:, 0]
   losses = jax.nn.logsumexp(logits, axis=1) - pos_logit
   hits = (jnp.argmax(logits, axis=1) == pos_idx).astype(jnp.float32)
@@ -134,22 +148,6 @@ def make_sharded_nt_xent(mesh: Mesh, axis_name: str = "data"):
 # denominator to a down-weighted extra positive.
 
 MASKFN_WEIGHT = 0.8  # SSL-FER's lambda
-
-
-def _pair_logits(za_local, zb_local, za_all, zb_all, offset, temperature):
-  """``(logits, self_idx, pos_idx)`` of the local anchors against all
-  candidates, in the row order of :func:`_anchor_terms`; the anchor's own
-  column is -inf."""
-  n, big_n = za_local.shape[0], za_all.shape[0]
-  anchors = l2_normalize(jnp.concatenate([za_local, zb_local], axis=0))
-  cands = l2_normalize(jnp.concatenate([za_all, zb_all], axis=0))
-  logits = (anchors @ cands.T) / temperature
-  local = jnp.arange(n) + offset
-  self_idx = jnp.concatenate([local, local + big_n])
-  pos_idx = jnp.concatenate([local + big_n, local])
-  cols = jnp.arange(2 * big_n)
-  logits = jnp.where(cols[None, :] == self_idx[:, None], -jnp.inf, logits)
-  return logits, self_idx, pos_idx
 
 
 def _maskfn_terms(
