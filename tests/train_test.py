@@ -163,3 +163,32 @@ def test_sigterm_is_caught_once_then_the_previous_handler_is_back():
     assert signal.getsignal(signal.SIGTERM) is previous
   finally:
     signal.signal(signal.SIGTERM, before)
+
+
+def test_pretext_counts_are_shares_of_the_window_then_reset():
+  counts = train.PretextCounts()
+  assert counts.read() == {}  # options off: nothing logged
+  # Hard negatives on: 2 pairs per video, shift_clamped counts both.
+  counts.add(
+    {
+      "hard_a": np.zeros(4),
+      "shift_clamped": np.array([0, 1, 2, 1]),
+      "gap_policy": np.array([0, 1, 1, 2]),
+    }
+  )
+  counts.add(
+    {
+      "hard_a": np.zeros(2),
+      "shift_clamped": np.array([2, 2]),
+      "gap_policy": np.array([1, 1]),
+    }
+  )
+  assert counts.read() == {
+    "pretext/shift_clamped": 8 / 12,
+    "pretext/gap_policy_gap": 1 / 6,
+    "pretext/gap_policy_halves": 4 / 6,
+    "pretext/gap_policy_none": 1 / 6,
+  }
+  assert counts.read() == {}  # the next window starts empty
+  counts.add({"shift_clamped": np.array([1, 0, 0, 0])})  # one pair each
+  assert counts.read() == {"pretext/shift_clamped": 0.25}
