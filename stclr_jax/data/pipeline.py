@@ -165,10 +165,24 @@ def pretrain_dataset(
       start_step=start_step,
       shard_index=shard_index,
     )
-    stream = stream.map(views, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-  if cache:
-    base = base.cache()
+  else:
+    stream = _shuffled_stream(
+      base.cache() if cache else base,
+      num_examples,
+      batch_size=batch_size,
+      seed=seed,
+      start_step=start_step,
+      shard_index=shard_index,
+    )
+  stream = stream.map(views, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _shuffled_stream(
+  base, num_examples, *, batch_size, seed, start_step, shard_index
+):
+  """``(element seed, video)``: epoch ``e`` visits the videos in a shuffle
+  seeded by ``(seed, e)``, from the ``start_step``-th batch on."""
   root = _seed_tensor(seed, shard_index)
 
   def epoch(e):
@@ -189,9 +203,7 @@ def pretrain_dataset(
   consumed = start_step * batch_size
   first_epoch = consumed // num_examples
   stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
-  stream = stream.flat_map(epoch).skip(consumed - first_epoch * num_examples)
-  stream = stream.map(views, num_parallel_calls=AUTOTUNE, deterministic=True)
-  return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+  return stream.flat_map(epoch).skip(consumed - first_epoch * num_examples)
 
 
 def _pretrain_views(elem_seed, ex, view: ViewSpec):
