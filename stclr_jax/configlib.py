@@ -20,6 +20,8 @@ PRETEXT_VARIANTS = {
   "timeaug": "temporal_shift",
   "hardneg": "hard_negatives",
   "samesubject": "same_subject_negatives",
+  "maskfn": "maskfn",
+  "clmex": "multi_view_positives",
 }
 ENCODERS = ("r2plus1d_18", "r3d_18", "mc3_18")
 
@@ -86,6 +88,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.pretext.same_subject_negatives = False
   c.pretext.videos_per_subject = 2
   c.pretext.default_fps = 25.0  # for data sets without an fps feature
+  # SSL-FER's MaskFN: per anchor, the negative whose eye and mouth crops
+  # look most alike becomes a down-weighted positive (needs keypoints).
+  c.pretext.maskfn = False
+  c.pretext.maskfn_weight = 0.8  # SSL-FER's lambda
+  c.pretext.maskfn_descriptor = "hog"  # "hog" | "pixels" (ours, no download)
+  c.pretext.maskfn_crop_size = 64  # SSL-FER's crops
+  # CL-MEx's multi-view positives: batches of whole groups (a 'group'
+  # feature), every other member of a group a positive (multi-positive
+  # NT-Xent, a reconstruction; README).
+  c.pretext.multi_view_positives = False
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"  # "sgd" | "lars" | "adam"

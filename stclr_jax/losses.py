@@ -353,3 +353,44 @@ def make_sharded_multi_positive(mesh: Mesh, axis_name: str = "data"):
     )(z, groups)
 
   return fn
+
+
+def multi_positive_pairs(z_a, z_b, groups, temperature):
+  """:func:`multi_positive_nt_xent` of the two view stacks (rows ``[z_a;
+  z_b]``), ``groups`` the group id of each row of a stack (both views of
+  a row share it). With every group id distinct it is NT-Xent."""
+  _check_pair(z_a, z_b)
+  return multi_positive_nt_xent(
+    jnp.concatenate([z_a, z_b], axis=0),
+    jnp.concatenate([groups, groups], axis=0),
+    temperature,
+  )
+
+
+def make_sharded_multi_positive_pairs(mesh: Mesh, axis_name: str = "data"):
+  """``(z_a, z_b, groups, temperature) -> (loss, metrics)``, the stacks
+  and ``groups`` sharded on ``axis_name``: each device stacks its own rows
+  ``[z_a; z_b]`` and the gathered rows are scored as in
+  :func:`multi_positive_sharded`; the loss is a mean over anchors with
+  positives defined by group ids, so the row order does not change it and
+  it equals :func:`multi_positive_pairs`."""
+
+  def body(z_a, z_b, groups, temperature):
+    _check_pair(z_a, z_b)
+    return multi_positive_sharded(
+      jnp.concatenate([z_a, z_b], axis=0),
+      jnp.concatenate([groups, groups], axis=0),
+      temperature,
+      axis_name,
+    )
+
+  def fn(z_a, z_b, groups, temperature):
+    spec = P(axis_name)
+    return jax.shard_map(
+      functools.partial(body, temperature=temperature),
+      mesh=mesh,
+      in_specs=(spec, spec, spec),
+      out_specs=(P(), P()),
+    )(z_a, z_b, groups)
+
+  return fn

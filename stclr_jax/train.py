@@ -61,8 +61,30 @@ def create_state(config, mesh, tx, bn_groups: int | None = None):
   return graphdef, state, info
 
 
+def contrastive_loss(config) -> str:
+  """The step's loss (train_step.LOSSES) from ``config.pretext``: MaskFN,
+  CL-MEx's multi-positive NT-Xent (multi-view positives), or NT-Xent."""
+  p = config.get("pretext")
+  maskfn = bool(p is not None and p.get("maskfn", False))
+  views = bool(p is not None and p.get("multi_view_positives", False))
+  if maskfn and views:
+    raise ValueError(
+      "config.pretext: maskfn and multi_view_positives are two losses "
+      "(a false negative moved to the positives, and several positives "
+      "by group); turn one off"
+    )
+  return "maskfn" if maskfn else "multi_positive" if views else "nt_xent"
+
+
 def make_train_step(config, mesh, graphdef, tx, lr_fn, state):
-  """The jitted step with ``config``'s loss temperature and normalisation."""
+  """The jitted step with ``config``'s loss, temperature and
+  normalisation."""
+  p = config.get("pretext")
+  maskfn = {}
+  if p is not None and "maskfn_weight" in p:
+    maskfn = dict(
+      maskfn_weight=float(p.maskfn_weight), descriptor=p.maskfn_descriptor
+    )
   return train_step_lib.make_train_step(
     mesh,
     graphdef,
@@ -72,6 +94,8 @@ def make_train_step(config, mesh, graphdef, tx, lr_fn, state):
     temperature=config.loss.temperature,
     mean=config.data.mean,
     std=config.data.std,
+    loss=contrastive_loss(config),
+    **maskfn,
   )
 
 
@@ -208,7 +232,17 @@ def _check_finite(step: int, metrics: dict, mngr) -> None:
 
 
 # What the step reads of a host batch; the rest is for the host's log.
-MODEL_INPUTS = ("view_a", "view_b", "hard_a", "hard_b")
+MODEL_INPUTS = (
+  "view_a",
+  "view_b",
+  "hard_a",
+  "hard_b",
+  "parts_a",
+  "parts_b",
+  "parts_hard_a",
+  "parts_hard_b",
+  "group",
+)
 
 
 class PretextCounts:

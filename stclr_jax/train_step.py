@@ -25,6 +25,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from stclr_jax import descriptors as descriptors_lib
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
 
@@ -77,6 +78,35 @@ def init_state(
 
 
 HARD_VIEWS = ("hard_a", "hard_b")
+LOSSES = ("nt_xent", "maskfn", "multi_positive")
+
+
+def _interleave(x, y):
+  return jnp.stack([x, y], axis=1).reshape(2 * x.shape[0], *x.shape[1:])
+
+
+def contrastive_pairs(batch: dict, a: str, b: str, hard_a: str, hard_b: str):
+  """Per-row companions of :func:`contrastive_views`' stacks: ``batch[a]``
+  and ``batch[b]``, interleaved with ``batch[hard_a]``, ``batch[hard_b]``
+  when the batch has hard negatives."""
+  if HARD_VIEWS[0] not in batch:
+    return batch[a], batch[b]
+  return _interleave(batch[a], batch[hard_a]), _interleave(
+    batch[b], batch[hard_b]
+  )
+
+
+def row_groups(batch: dict) -> jax.Array:
+  """The group id of each row of a view stack (CL-MEx's positives): a
+  video's ``group`` (>= 0) becomes ``2 * group``, its hard-negative pair
+  (another moment of it) ``2 * group + 1``; videos without a group (-1)
+  get ids of their own (negative), so their only positive is their pair."""
+  g = batch["group"].astype(jnp.int32)
+  own = -2 - 2 * jnp.arange(g.shape[0], dtype=jnp.int32)
+  ids = jnp.where(g >= 0, 2 * g, own)
+  if HARD_VIEWS[0] not in batch:
+    return ids
+  return _interleave(ids, ids + 1)
 
 
 def contrastive_views(batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -91,16 +121,25 @@ def contrastive_views(batch: dict) -> tuple[jax.Array, jax.Array]:
   each device keeps the four clips of its own videos; NT-Xent is a mean
   over pairs, so the order of the pairs does not change it.
   """
-  if HARD_VIEWS[0] not in batch:
-    return batch["view_a"], batch["view_b"]
+  return contrastive_pairs(batch, "view_a", "view_b", *HARD_VIEWS)
 
-  def interleave(x, y):
-    return jnp.stack([x, y], axis=1).reshape(2 * x.shape[0], *x.shape[1:])
 
-  return (
-    interleave(batch["view_a"], batch["hard_a"]),
-    interleave(batch["view_b"], batch["hard_b"]),
-  )
+def loss_inputs(batch: dict, loss: str, descriptor: str = "hog") -> dict:
+  """What ``loss`` needs beside the embeddings, per row: MaskFN's frozen
+  descriptors ``d_a``, ``d_b`` of the rows' face-part crops
+  (``parts_*``, :func:`stclr_jax.descriptors.part_descriptors`), or the
+  multi-positive loss's ``groups`` (:func:`row_groups`)."""
+  if loss == "maskfn":
+    p_a, p_b = contrastive_pairs(
+      batch, "parts_a", "parts_b", "parts_hard_a", "parts_hard_b"
+    )
+    return {
+      "d_a": descriptors_lib.part_descriptors(p_a, descriptor),
+      "d_b": descriptors_lib.part_descriptors(p_b, descriptor),
+    }
+  if loss == "multi_positive":
+    return {"groups": row_groups(batch)}
+  return {}
 
 
 def gradients(
@@ -112,19 +151,22 @@ def gradients(
   loss_fn: Callable,
   mean: jax.Array,
   std: jax.Array,
+  loss_input_kind: tuple = ("nt_xent",),
 ):
   """``((loss, (metrics, new batch_stats)), grads)`` of ``loss_fn`` on a
   batch ``{"view_a", "view_b"}`` of ``(B, T, H, W, 3)`` clips in [0, 1]
   (and ``"hard_a"``, ``"hard_b"`` with hard negatives, see
-  :func:`contrastive_views`)."""
+  :func:`contrastive_views`). ``loss_fn(z_a, z_b, **loss_inputs(batch,
+  *loss_input_kind))``."""
   x_a, x_b = contrastive_views(batch)
+  extra = loss_inputs(batch, *loss_input_kind)
 
   def loss_of(params):
     # copy=True: fresh Variables at this trace level, which BatchNorm's
     # statistics update may write to.
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
     z_a, z_b = model.embed_views((x_a - mean) / std, (x_b - mean) / std)
-    loss, metrics = loss_fn(z_a, z_b)
+    loss, metrics = loss_fn(z_a, z_b, **extra)
     return loss, (metrics, nnx.state(model, nnx.BatchStat))
 
   return jax.value_and_grad(loss_of, has_aux=True)(params)
@@ -140,11 +182,13 @@ def train_step(
   loss_fn: Callable,
   mean: jax.Array,
   std: jax.Array,
+  loss_input_kind: tuple = ("nt_xent",),
 ) -> tuple[TrainState, dict]:
   """One update on a global batch ``{"view_a", "view_b"}``; returns
   ``(state, metrics)``.
 
-  ``loss_fn(z_a, z_b) -> (loss, metrics)``. Metrics: the loss, the loss's
+  ``loss_fn(z_a, z_b, **inputs) -> (loss, metrics)`` (:func:`gradients`).
+  Metrics: the loss, the loss's
   own metrics, the learning rate of this step, and the global norms of the
   gradient, the new parameters and the update.
   """
@@ -156,6 +200,7 @@ def train_step(
     loss_fn=loss_fn,
     mean=mean,
     std=std,
+    loss_input_kind=loss_input_kind,
   )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -176,6 +221,30 @@ def train_step(
   return new_state, metrics
 
 
+def make_sharded_loss(
+  mesh: Mesh,
+  loss: str = "nt_xent",
+  *,
+  temperature: float,
+  maskfn_weight: float = losses_lib.MASKFN_WEIGHT,
+) -> Callable:
+  """``(z_a, z_b, **inputs) -> (loss, metrics)`` over the global batch
+  sharded on ``'data'``: NT-Xent, MaskFN (``inputs``: ``d_a``, ``d_b``) or
+  the multi-positive NT-Xent (``groups``, one per row of each stack; rows
+  ``[z_a; z_b]``)."""
+  axis = mesh_lib.DATA_AXIS
+  if loss == "nt_xent":
+    fn = losses_lib.make_sharded_nt_xent(mesh, axis)
+    return functools.partial(fn, temperature=temperature)
+  if loss == "maskfn":
+    fn = losses_lib.make_sharded_maskfn(mesh, axis)
+    return functools.partial(fn, temperature=temperature, weight=maskfn_weight)
+  if loss == "multi_positive":
+    fn = losses_lib.make_sharded_multi_positive_pairs(mesh, axis)
+    return functools.partial(fn, temperature=temperature)
+  raise ValueError(f"loss {loss!r} unknown; known: {LOSSES}")
+
+
 def make_train_step(
   mesh: Mesh,
   graphdef: nnx.GraphDef,
@@ -186,19 +255,32 @@ def make_train_step(
   temperature: float,
   mean=(0.0, 0.0, 0.0),
   std=(1.0, 1.0, 1.0),
+  loss: str = "nt_xent",
+  maskfn_weight: float = losses_lib.MASKFN_WEIGHT,
+  descriptor: str = "hog",
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """:func:`train_step` jitted on ``mesh``: state replicated and donated,
-  batch sharded on ``'data'``, NT-Xent (``temperature``) over the global
-  batch, input normalised with ``mean`` / ``std`` (per channel)."""
-  sharded_loss = losses_lib.make_sharded_nt_xent(mesh, mesh_lib.DATA_AXIS)
+  batch sharded on ``'data'``, the contrastive ``loss`` (NT-Xent by
+  default; ``"maskfn"`` with ``descriptor``'s descriptors and
+  ``maskfn_weight``; ``"multi_positive"``) over the global batch at
+  ``temperature``, input normalised with ``mean`` / ``std`` (per
+  channel)."""
+  if descriptor not in descriptors_lib.KINDS:
+    raise ValueError(
+      f"maskfn descriptor {descriptor!r} unknown; known: "
+      f"{descriptors_lib.KINDS}"
+    )
   step = functools.partial(
     train_step,
     graphdef=graphdef,
     tx=tx,
     lr_fn=lr_fn,
-    loss_fn=functools.partial(sharded_loss, temperature=temperature),
+    loss_fn=make_sharded_loss(
+      mesh, loss, temperature=temperature, maskfn_weight=maskfn_weight
+    ),
     mean=jnp.asarray(mean, jnp.float32),
     std=jnp.asarray(std, jnp.float32),
+    loss_input_kind=(loss, descriptor),
   )
   replicated = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
   return jax.jit(

@@ -17,9 +17,12 @@ def config(**optim):
   return c
 
 
-def batch(seed=0, b=8, hard=False):
+def batch(seed=0, b=8, hard=False, parts=False, groups=False):
   """Two noisy views of ``b`` random clips; ``hard``: and a second pair
-  of each (``hard_a``, ``hard_b``: another clip, alike)."""
+  of each (``hard_a``, ``hard_b``: another clip, alike); ``parts``: each
+  view's random 24 px eye and mouth crops (``parts_*``, uint8), those of
+  the two views of a video alike; ``groups``: a ``group`` id per video
+  (videos 0-2 one group, 3-4 another, the last video none)."""
   rng = np.random.default_rng(seed)
   base = rng.uniform(size=(b, 4, 32, 32, 3)).astype(np.float32)
   noise = lambda: rng.normal(0, 0.05, base.shape).astype(np.float32)
@@ -31,6 +34,18 @@ def batch(seed=0, b=8, hard=False):
     other = np.clip(base + rng.normal(0, 0.3, base.shape), 0, 1)
     out["hard_a"] = np.clip(other + noise(), 0, 1).astype(np.float32)
     out["hard_b"] = np.clip(other + noise(), 0, 1).astype(np.float32)
+  if parts:
+    for pair in ("", "hard_") if hard else ("",):
+      crops = rng.integers(0, 256, (b, 2, 24, 24, 3))
+      for v in "ab":
+        jitter = rng.integers(-8, 9, crops.shape)
+        out[f"parts_{pair}{v}"] = np.clip(crops + jitter, 0, 255).astype(
+          np.uint8
+        )
+  if groups:
+    ids = np.arange(b, dtype=np.int32) + 10
+    ids[:3], ids[3:5], ids[-1] = 7, 3, -1
+    out["group"] = ids
   return out
 
 

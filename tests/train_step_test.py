@@ -9,10 +9,13 @@ import jax
 import losses_test
 import numpy as np
 import pytest
+from flax import nnx
 
+from stclr_jax import descriptors
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
 from stclr_jax import train_step as train_step_lib
+from stclr_jax.models import factory
 
 _config, _batch, setup_step = (
   _helpers_step.config,
@@ -170,3 +173,75 @@ def test_model_loss_and_step_import_without_tensorflow():
     [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
   )
   assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize(
+  "loss,hard",
+  [("maskfn", False), ("maskfn", True), ("multi_positive", True)],
+)
+def test_eight_devices_equal_one_with_the_other_losses_in_float64(loss, hard):
+  """MaskFN (descriptors of the crops computed in the step, k* over the
+  global batch) and the multi-positive loss (group ids per row): one SGD
+  step on 8 devices equals one device, to float64 rounding (why float64:
+  see the hard-negative test above)."""
+  with jax.enable_x64(True):
+    config = _config(
+      name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4
+    )
+    config.model.dtype = "float64"
+    config.pretext.maskfn = loss == "maskfn"
+    config.pretext.multi_view_positives = loss == "multi_positive"
+    batch = _batch(hard=hard, parts=True, groups=True)
+    batch = {
+      k: v.astype(np.float64) if v.dtype == np.float32 else v
+      for k, v in batch.items()
+    }
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh, state, step = setup_step(config, devices)
+      state, m = step(state, _global(batch, mesh))
+      runs.append((jax.device_get(state), jax.device_get(m)))
+    (s1, m1), (s8, m8) = runs
+    assert float(m1["update_norm"]) > 1.0
+    extra = "maskfn_l2" if loss == "maskfn" else "anchors_with_positive"
+    for k in ("loss", "grad_norm", "update_norm", "contrastive_top1", extra):
+      np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
+
+
+def test_the_step_scores_the_loss_of_its_rows_descriptors_and_groups():
+  """The step's loss is the loss module's on the model's embeddings with
+  the descriptors and groups of :func:`train_step.loss_inputs`, and those
+  are laid out row by row like the views: hand-checked here."""
+  b = _batch(hard=True, parts=True, groups=True)
+  groups = np.asarray(train_step_lib.row_groups(b))
+  # Rows [A0, NA0, A1, NA1, ...]: 2g and 2g + 1; no group: own ids.
+  np.testing.assert_array_equal(groups[:6], [14, 15, 14, 15, 14, 15])
+  np.testing.assert_array_equal(groups[6:10], [6, 7, 6, 7])
+  assert groups[14] == -2 - 2 * 7 and groups[15] == groups[14] + 1
+  assert len(set(groups[10:].tolist())) == 6
+  d = train_step_lib.loss_inputs(b, "maskfn", "hog")
+  for v in "ab":  # rows [A0's crops, NA0's, A1's, ...], by hand
+    rows = np.stack([b[f"parts_{v}"], b[f"parts_hard_{v}"]], 1)
+    want = descriptors.part_descriptors(rows.reshape(16, 2, 24, 24, 3))
+    # HOG's bins are exact for uint8 crops (descriptors.hog); what is left
+    # is float32 rounding of the magnitudes, ~3e-8 here.
+    np.testing.assert_allclose(
+      np.asarray(d[f"d_{v}"]), np.asarray(want), atol=1e-6
+    )
+  assert train_step_lib.loss_inputs(b, "nt_xent") == {}
+  # The step's loss equals losses.maskfn on the same rows.
+  config = _config(name="sgd", learning_rate=0.0, momentum=0.0)
+  config.pretext.maskfn = True
+  mesh, state, step = setup_step(config, jax.devices()[:1])
+  graphdef = nnx.graphdef(factory.create_model(config))
+  model = nnx.merge(graphdef, state.params, state.batch_stats, copy=True)
+  x_a, x_b = train_step_lib.contrastive_views(b)
+  mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+  z_a, z_b = model.embed_views((x_a - mean) / std, (x_b - mean) / std)
+  want, _ = losses_lib.maskfn(
+    z_a, z_b, d["d_a"], d["d_b"], config.loss.temperature
+  )
+  _, m = step(state, _global(b, mesh))
+  np.testing.assert_allclose(float(m["loss"]), float(want), rtol=1e-5)

@@ -126,7 +126,7 @@ def view_spec(config) -> pipeline.ViewSpec:
         f"choose from {sampling.MODES}"
       )
   p = config.get("pretext")
-  shift = hard = None
+  shift = hard = parts = None
   fps = pretext.DEFAULT_FPS
   if p is not None:
     try:
@@ -137,6 +137,8 @@ def view_spec(config) -> pipeline.ViewSpec:
         )
       if p.hard_negatives:
         hard = pretext.HardNegatives(gap=float(p.hard_negative_gap))
+      if p.get("maskfn", False):
+        parts = pretext.FaceParts(size=int(p.maskfn_crop_size))
     except ValueError as e:
       raise ValueError(f"config.pretext: {e}") from None
     fps = float(p.default_fps)
@@ -150,7 +152,14 @@ def view_spec(config) -> pipeline.ViewSpec:
     shift=shift,
     hard_negatives=hard,
     default_fps=fps,
+    face_parts=parts,
   )
+
+
+def whole_groups(config) -> bool:
+  """Multi-view positives (CL-MEx): batches of whole groups."""
+  p = config.get("pretext")
+  return bool(p is not None and p.get("multi_view_positives", False))
 
 
 def videos_per_subject(config) -> int:
@@ -226,6 +235,7 @@ def pretrain_input(
         cache_frame_size=config.data.cache_frame_size or None,
         shard_index=s,
         videos_per_subject=videos_per_subject(config),
+        whole_groups=whole_groups(config),
       )
     )
   if len(streams) == 1:

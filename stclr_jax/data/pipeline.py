@@ -53,6 +53,8 @@ class ViewSpec:
   shift: pretext.TemporalShift | None = None
   hard_negatives: pretext.HardNegatives | None = None
   default_fps: float = pretext.DEFAULT_FPS
+  # MaskFN's eye and mouth crops of each view's centre frame (``parts_*``).
+  face_parts: pretext.FaceParts | None = None
 
 
 def shard_for_process(
@@ -69,15 +71,23 @@ def shard_for_process(
   ]
 
 
-def _cacheable(example, cache_frame_size, with_label=True):
+def _cacheable(
+  example, cache_frame_size, with_label=True, with_keypoints=False
+):
   """The fields the pipelines use, frames resized for caching. Pretraining
   passes ``with_label=False``: its stream never holds a label, whatever
-  the data set has."""
+  the data set has. ``with_keypoints``: the per-frame keypoints too,
+  scaled with the frames."""
   video = example["video"]
+  keypoints = (
+    tf.cast(example["keypoints"], tf.float32) if with_keypoints else None
+  )
   if cache_frame_size:
     shape = tf.cast(tf.shape(video)[1:3], tf.float32)
     scale = cache_frame_size / tf.reduce_min(shape)
     new = tf.cast(tf.round(shape * scale), tf.int32)
+    if keypoints is not None:  # (x, y) scale as (width, height)
+      keypoints = keypoints * tf.reverse(tf.cast(new, tf.float32) / shape, [0])
     video = tf.cast(
       tf.clip_by_value(
         tf.round(tf.image.resize(video, new, antialias=True)), 0, 255
@@ -91,6 +101,8 @@ def _cacheable(example, cache_frame_size, with_label=True):
   }
   if with_label:
     out["label"] = tf.cast(example.get("label", -1), tf.int32)
+  if keypoints is not None:
+    out["keypoints"] = keypoints
   return out
 
 
@@ -118,6 +130,7 @@ def pretrain_dataset(
   cache_frame_size: int | None = None,
   shard_index: int = 0,
   videos_per_subject: int = 0,
+  whole_groups: bool = False,
 ) -> tf.data.Dataset:
   """Endless stream of ``{"view_a", "view_b", "subject_id"}`` batches for
   contrastive pretraining (one host's share of the batch). Labels are
@@ -126,11 +139,15 @@ def pretrain_dataset(
   With ``view.hard_negatives`` a batch also holds the second pair,
   ``"hard_a"`` and ``"hard_b"`` (NA and NP), and ``"gap_policy"`` per
   video; with ``view.shift``, ``"shift_clamped"`` counts the video's pairs
-  whose shift was cut (data/pretext.py).
+  whose shift was cut (data/pretext.py); with ``view.face_parts``,
+  ``"parts_a"`` and ``"parts_b"`` (and ``"parts_hard_a"``,
+  ``"parts_hard_b"``) hold each view's eye and mouth crops, uint8 ``(2, S,
+  S, 3)``; with ``whole_groups``, ``"group"`` is each video's group id.
 
   Args:
     examples: this host's videos (``video`` uint8 (T,H,W,3), optional
-      ``subject_id``), a finite dataset of ``num_examples``.
+      ``subject_id``, ``fps``, ``keypoints`` (T,5,2), ``group``), a finite
+      dataset of ``num_examples``.
     batch_size: videos per batch on this host (global batch / processes).
     view: clip length, output size and the augmentations.
     seed: the run's data seed.
@@ -142,37 +159,60 @@ def pretrain_dataset(
       that shards draw independent augmentations.
     videos_per_subject: ``m > 0``: same-subject negatives, batches of
       ``batch_size / m`` subjects x ``m`` videos (:func:`_subject_stream`).
+    whole_groups: every ``group`` (CL-MEx's views of one sequence) whole
+      in one batch (:func:`_group_stream`).
   """
   _check_nonempty(num_examples, "pretrain_dataset")
+  if videos_per_subject and whole_groups:
+    raise ValueError(
+      "pretrain_dataset: same-subject batches and whole groups are two "
+      "batch compositions; choose one"
+    )
+  fields = examples.element_spec
+  with_keypoints = view.face_parts is not None
+  if with_keypoints and "keypoints" not in fields:
+    raise ValueError(
+      "MaskFN needs each frame's five face keypoints (a 'keypoints' feature "
+      "of shape (T, 5, 2)); this data set has only "
+      f"{sorted(fields)}. `prepare` stores them for your videos; the "
+      "synthetic data sets have them"
+    )
+  if whole_groups and "group" not in fields:
+    raise ValueError(
+      "whole-group batches (multi-view positives) need a 'group' feature "
+      f"per video; this data set has only {sorted(fields)}. Give "
+      "video_folder a 'group' column, or use a synthetic views config"
+    )
   default_fps = float(view.default_fps)
 
   def cacheable(e):
-    out = _cacheable(e, cache_frame_size, with_label=False)
+    out = _cacheable(
+      e, cache_frame_size, with_label=False, with_keypoints=with_keypoints
+    )
     out["fps"] = (
       tf.cast(e["fps"], tf.float32) if "fps" in e else tf.constant(default_fps)
     )
+    if whole_groups:
+      out["group"] = tf.cast(e["group"], tf.int32)
     return out
 
   base = examples.map(cacheable, num_parallel_calls=AUTOTUNE)
   views = functools.partial(_pretrain_views, view=view)
+  planned = dict(
+    batch_size=batch_size,
+    seed=seed,
+    start_step=start_step,
+    shard_index=shard_index,
+  )
   if videos_per_subject:
     stream = _subject_stream(
-      base,
-      num_examples,
-      batch_size=batch_size,
-      m=videos_per_subject,
-      seed=seed,
-      start_step=start_step,
-      shard_index=shard_index,
+      base, num_examples, m=videos_per_subject, **planned
     )
+  elif whole_groups:
+    stream = _group_stream(base, num_examples, **planned)
   else:
     stream = _shuffled_stream(
-      base.cache() if cache else base,
-      num_examples,
-      batch_size=batch_size,
-      seed=seed,
-      start_step=start_step,
-      shard_index=shard_index,
+      base.cache() if cache else base, num_examples, **planned
     )
   stream = stream.map(views, num_parallel_calls=AUTOTUNE, deterministic=True)
   return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
@@ -220,6 +260,15 @@ def _pretrain_views(elem_seed, ex, view: ViewSpec):
       shape,
     )
 
+  def parts(idx):
+    """The un-augmented eye and mouth crops of the clip's centre frame."""
+    t = idx[view.clip_len // 2]
+    size = view.face_parts.size
+    return tf.ensure_shape(
+      pretext.face_part_crops(ex["video"][t], ex["keypoints"][t], size),
+      [len(pretext.PARTS), size, size, 3],
+    )
+
   if view.shift is None and view.hard_negatives is None:
     # The paper's ST-CLR (these seeds and draws are the stream's since
     # before the pretext options: keep them).
@@ -229,33 +278,117 @@ def _pretrain_views(elem_seed, ex, view: ViewSpec):
       idx_b = sampling.sample_view_indices(n, view.clip_len, modes, s[1])
     else:
       idx_a = idx_b = sampling.sample_indices(n, view.clip_len, "uniform", s[0])
-    return {
+    idx = {"idx_a": idx_a, "idx_b": idx_b}
+    out = {
       "view_a": clip(idx_a, s[2]),
       "view_b": clip(idx_b, s[3]),
       "subject_id": ex["subject_id"],
     }
-  s = tf.random.experimental.stateless_split(elem_seed, 5)
-  idx = pretext.video_indices(
-    n,
-    view.clip_len,
-    modes,
-    s[0],
-    shift=view.shift,
-    hard=view.hard_negatives,
-    fps=ex["fps"],
-  )
-  out = {
-    "view_a": clip(idx["idx_a"], s[1]),
-    "view_b": clip(idx["idx_b"], s[2]),
-    "subject_id": ex["subject_id"],
-  }
-  if view.hard_negatives is not None:
-    out["hard_a"] = clip(idx["hard_a"], s[3])
-    out["hard_b"] = clip(idx["hard_b"], s[4])
-    out["gap_policy"] = idx["gap_policy"]
-  if view.shift is not None:
-    out["shift_clamped"] = idx["shift_clamped"]
+  else:
+    s = tf.random.experimental.stateless_split(elem_seed, 5)
+    idx = pretext.video_indices(
+      n,
+      view.clip_len,
+      modes,
+      s[0],
+      shift=view.shift,
+      hard=view.hard_negatives,
+      fps=ex["fps"],
+    )
+    out = {
+      "view_a": clip(idx["idx_a"], s[1]),
+      "view_b": clip(idx["idx_b"], s[2]),
+      "subject_id": ex["subject_id"],
+    }
+    if view.hard_negatives is not None:
+      out["hard_a"] = clip(idx["hard_a"], s[3])
+      out["hard_b"] = clip(idx["hard_b"], s[4])
+      out["gap_policy"] = idx["gap_policy"]
+    if view.shift is not None:
+      out["shift_clamped"] = idx["shift_clamped"]
+  if view.face_parts is not None:
+    for key in ("a", "b", "hard_a", "hard_b"):
+      if f"idx_{key}" in idx:
+        out[f"parts_{key}"] = parts(idx[f"idx_{key}"])
+  if "group" in ex:
+    out["group"] = ex["group"]
   return out
+
+
+class _VideoStore:
+  """A data shard's videos in memory, for batch plans that need random
+  access (same-subject and whole-group batches): one flat uint8 buffer of
+  frames (and one of keypoints) with offsets. Building it takes about
+  twice the shard's decoded size at its peak."""
+
+  def __init__(self, base, num_examples, what):
+    videos = list(base.as_numpy_iterator())
+    if len(videos) != num_examples:
+      raise ValueError(
+        f"{what}: read {len(videos)} videos where the split has {num_examples}"
+      )
+    self.size = len(videos)
+    self.meta = {
+      k: np.array([v[k] for v in videos])
+      for k in videos[0]
+      if k not in ("video", "keypoints")
+    }
+    self._ragged = {}
+    for key in ("video", "keypoints"):
+      if key not in videos[0]:
+        continue
+      shapes = [v[key].shape for v in videos]
+      sizes = np.array([v[key].size for v in videos], np.int64)
+      ends = np.cumsum(sizes)
+      flat = np.empty(int(ends[-1]), videos[0][key].dtype)
+      for v, end, size in zip(videos, ends, sizes):
+        flat[end - size : end] = v[key].reshape(-1)
+        v[key] = None  # free the frames as they are copied
+      self._ragged[key] = (
+        tf.constant(flat),
+        tf.constant(ends - sizes, tf.int64),
+        tf.constant(ends, tf.int64),
+        tf.constant(shapes, tf.int32),
+      )
+      del flat
+    self._meta_t = {k: tf.constant(v) for k, v in self.meta.items()}
+
+  def fetch(self, i):
+    """Video ``i`` as the element function reads it."""
+    out = {k: v[i] for k, v in self._meta_t.items()}
+    for key, (values, starts, ends, shapes) in self._ragged.items():
+      out[key] = tf.reshape(values[starts[i] : ends[i]], shapes[i])
+    return out
+
+
+def _planned_stream(
+  store, plan, epoch_length, *, batch_size, seed, start_step, shard_index
+):
+  """``(element seed, video)`` in the order of ``plan(epoch)`` (a NumPy
+  function of the epoch returning ``epoch_length`` video indices), from
+  the ``start_step``-th batch on."""
+  root = _seed_tensor(seed, shard_index)
+
+  def epoch(e):
+    order = tf.numpy_function(plan, [e], tf.int64, stateful=False)
+    order = tf.ensure_shape(order, [epoch_length])
+    epoch_seed = tf.random.experimental.stateless_fold_in(root, e)
+    return (
+      tf.data.Dataset.from_tensor_slices(order)
+      .enumerate()
+      .map(
+        lambda p, i: (
+          tf.random.experimental.stateless_fold_in(epoch_seed, p),
+          i,
+        )
+      )
+    )
+
+  consumed = start_step * batch_size
+  first_epoch = consumed // epoch_length
+  stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+  stream = stream.flat_map(epoch).skip(consumed - first_epoch * epoch_length)
+  return stream.map(lambda s, i: (s, store.fetch(i)))
 
 
 def _subject_stream(
@@ -264,18 +397,12 @@ def _subject_stream(
   """``(element seed, video)`` in same-subject batch order: per epoch,
   :func:`pretext.same_subject_plan` seeded by ``(seed, shard, epoch)``.
   The plan needs random access, so the shard's videos are held in memory
-  whatever ``cache`` says (as the plain stream's cache and full shuffle
-  buffer hold them too); building the store takes about twice the
-  shard's decoded size at its peak."""
+  whatever ``cache`` says (:class:`_VideoStore`)."""
   what = f"same-subject negatives (data shard {shard_index})"
   if seed < 0:
     raise ValueError(f"{what}: the seed must be >= 0, got {seed}")
-  videos = list(base.as_numpy_iterator())
-  if len(videos) != num_examples:
-    raise ValueError(
-      f"{what}: read {len(videos)} videos where the split has {num_examples}"
-    )
-  subjects = np.array([v["subject_id"] for v in videos], np.int64)
+  store = _VideoStore(base, num_examples, what)
+  subjects = store.meta["subject_id"].astype(np.int64)
   pretext.check_subjects(subjects, m, batch_size, what)
   info = pretext.subject_plan_info(subjects, m, batch_size // m)
   logging.info(
@@ -291,58 +418,58 @@ def _subject_stream(
     batch_size // m,
     info.fill_ins,
   )
-  sizes = np.array([v["video"].size for v in videos], np.int64)
-  ends = np.cumsum(sizes)
-  flat = np.empty(int(ends[-1]), np.uint8)
-  for v, end, size in zip(videos, ends, sizes):
-    flat[end - size : end] = v["video"].reshape(-1)
-    v["video"] = v["video"].shape  # free the frames as they are copied
-  starts = tf.constant(ends - sizes, tf.int64)
-  ends = tf.constant(ends, tf.int64)
-  shapes = tf.constant([v["video"] for v in videos], tf.int32)
-  values = tf.constant(flat)
-  num_frames = tf.constant([v["num_frames"] for v in videos], tf.int32)
-  fps = tf.constant([v["fps"] for v in videos], tf.float32)
-  subject_t = tf.constant(subjects, tf.int32)
-  del videos, flat
 
   def plan(e):
     rng = np.random.default_rng([seed, shard_index, int(e), 0x55B])
     return pretext.same_subject_plan(subjects, m, batch_size // m, rng)[0]
 
-  root = _seed_tensor(seed, shard_index)
-
-  def epoch(e):
-    order = tf.numpy_function(plan, [e], tf.int64, stateful=False)
-    order = tf.ensure_shape(order, [info.epoch_length])
-    epoch_seed = tf.random.experimental.stateless_fold_in(root, e)
-    return (
-      tf.data.Dataset.from_tensor_slices(order)
-      .enumerate()
-      .map(
-        lambda p, i: (
-          tf.random.experimental.stateless_fold_in(epoch_seed, p),
-          i,
-        )
-      )
-    )
-
-  def fetch(elem_seed, i):
-    video = tf.reshape(values[starts[i] : ends[i]], shapes[i])
-    return elem_seed, {
-      "video": video,
-      "num_frames": num_frames[i],
-      "subject_id": subject_t[i],
-      "fps": fps[i],
-    }
-
-  consumed = start_step * batch_size
-  first_epoch = consumed // info.epoch_length
-  stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
-  stream = stream.flat_map(epoch).skip(
-    consumed - first_epoch * info.epoch_length
+  return _planned_stream(
+    store,
+    plan,
+    info.epoch_length,
+    batch_size=batch_size,
+    seed=seed,
+    start_step=start_step,
+    shard_index=shard_index,
   )
-  return stream.map(fetch)
+
+
+def _group_stream(
+  base, num_examples, *, batch_size, seed, start_step, shard_index
+):
+  """``(element seed, video)`` with every group whole in one batch: per
+  epoch, :func:`pretext.group_plan` seeded by ``(seed, shard, epoch)``."""
+  what = f"whole-group batches (data shard {shard_index})"
+  if seed < 0:
+    raise ValueError(f"{what}: the seed must be >= 0, got {seed}")
+  store = _VideoStore(base, num_examples, what)
+  groups = store.meta["group"].astype(np.int64)
+  info = pretext.group_plan_info(groups, batch_size, what)
+  logging.info(
+    "%s: %d videos in %d groups of %d views; %d batches of %d groups per "
+    "epoch, %d groups wait for a later epoch (a new draw each epoch)",
+    what,
+    num_examples,
+    info.groups,
+    info.views,
+    info.batches,
+    batch_size // info.views,
+    info.left_over,
+  )
+
+  def plan(e):
+    rng = np.random.default_rng([seed, shard_index, int(e), 0x6A0])
+    return pretext.group_plan(groups, batch_size, rng)
+
+  return _planned_stream(
+    store,
+    plan,
+    info.epoch_length,
+    batch_size=batch_size,
+    seed=seed,
+    start_step=start_step,
+    shard_index=shard_index,
+  )
 
 
 def eval_clip_indices(num_frames, clip_len: int, num_clips: int):

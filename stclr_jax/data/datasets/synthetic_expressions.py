@@ -86,6 +86,12 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   # confusable expression with probability mix_probability.
   apex_min: float = 0.35
   mix_probability: float = synthetic_sequences.MIX_PROBABILITY
+  # Camera views per sequence (CL-MEx's multi-view positives, as a proxy):
+  # view 0 is the video as with views=1; views 1.. render the same facial
+  # actions and head movement under their own head pose offset (roll,
+  # scale, position) and their own lighting and sensor noise. The records
+  # of one sequence share a ``group`` id.
+  views: int = 1
 
 
 # The CPU benchmark's data (BENCHMARKS.md, "Synthetic benchmark"): face
@@ -127,6 +133,17 @@ CONFIGS = {
     labelled=False,
     description="expressive's unlabelled pool: subjects 1001-1400 x 6",
   ),
+  # A multi-view pool as large (2,448 videos): 136 other people x 6
+  # sequences x 3 views (CL-MEx's benchmark arm).
+  "expressive_views_pool": dataclasses.replace(
+    _EXPRESSIVE,
+    name="expressive_views_pool",
+    num_subjects=136,
+    first_subject=2001,
+    labelled=False,
+    views=3,
+    description="unlabelled, subjects 2001-2136 x 6 sequences x 3 views",
+  ),
   "tiny": SyntheticExpressionsConfig(
     name="tiny",
     num_subjects=6,
@@ -145,6 +162,15 @@ CONFIGS = {
     max_frames=12,
     description="tiny's unlabelled pool: 12 other subjects x 6",
   ),
+  "tiny_views": SyntheticExpressionsConfig(
+    name="tiny_views",
+    num_subjects=6,
+    frame_size=32,
+    min_frames=6,
+    max_frames=12,
+    views=3,
+    description="tiny with 3 views per sequence (6 x 6 x 3)",
+  ),
 }
 
 
@@ -152,15 +178,28 @@ def generate_video(
   subject_id: int,
   expression: Union[int, str],
   config: SyntheticExpressionsConfig | None = None,
+  view: int = 0,
 ) -> np.ndarray:
   """The video of ``subject_id`` (1-based) showing ``expression`` (a name or
-  an index into :data:`synthetic_sequences.EXPRESSIONS`): uint8
-  ``(T, H, W, 3)``.
+  an index into :data:`synthetic_sequences.EXPRESSIONS`), seen from camera
+  ``view``: uint8 ``(T, H, W, 3)``.
 
   ``config`` is any object with :class:`SyntheticExpressionsConfig`'s
   fields (default: ``CONFIGS["default"]``). The result depends only on
-  ``(config, subject_id, expression)``.
+  ``(config, subject_id, expression, view)``.
   """
+  return generate_example(subject_id, expression, config, view)[0]
+
+
+def generate_example(
+  subject_id: int,
+  expression: Union[int, str],
+  config: SyntheticExpressionsConfig | None = None,
+  view: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+  """``(video, keypoints)``: :func:`generate_video` and where the face's
+  five keypoints are in each frame, ``(T, 5, 2)`` float32 ``(x, y)``
+  pixels (:func:`synthetic_faces.keypoints`)."""
   config = config or CONFIGS["default"]
   e = synthetic_sequences.expression_index(expression)
   people = getattr(config, "people", 0)
@@ -170,6 +209,12 @@ def generate_video(
       f"must be >= 0 (0 = one person per subject), got "
       f"{people}"
     )
+  views = getattr(config, "views", 1)
+  if not 0 <= view < max(views, 1):
+    raise ValueError(
+      f"synthetic_expressions config {config.name!r}: view {view} outside "
+      f"[0, {views})"
+    )
   person = (subject_id - 1) % people + 1 if people > 0 else subject_id
   subject = synthetic_sequences.make_subject(
     person, config.seed, getattr(config, "framing", "portrait")
@@ -178,10 +223,51 @@ def generate_video(
   actions, pose, light = synthetic_sequences.sample_sequence(
     subject, e, rng, config
   )
+  if view:
+    rng = np.random.default_rng([config.seed, subject_id, 1 + e, 0x71E, view])
+    pose, light = _other_view(pose, light, rng, config)
   albedo = synthetic_faces.render(
     subject.identity, actions, pose, config.frame_size
   )
-  return synthetic_faces.light_and_quantise(albedo, rng, **light)
+  video = synthetic_faces.light_and_quantise(albedo, rng, **light)
+  points = synthetic_faces.keypoints(
+    subject.identity, actions, pose, config.frame_size
+  )
+  return video, points
+
+
+def _other_view(pose, light, rng, config):
+  """Another camera's view of a sequence: the same head movement seen with
+  a fixed offset in roll (up to 0.3 rad), scale (0.85-1.15) and position,
+  and under its own lighting and noise. A 2-D proxy for CL-MEx's camera
+  angles: the renderer draws frontal faces only, so there is no yaw."""
+  m = max(config.head_motion, 0.0)
+  pose = dict(
+    dx=pose["dx"] + m * rng.uniform(-0.06, 0.06),
+    dy=pose["dy"] + m * rng.uniform(-0.06, 0.06),
+    rot=pose["rot"] + m * rng.uniform(-0.3, 0.3),
+    scale=pose["scale"] * (1 + m * rng.uniform(-0.15, 0.15)),
+  )
+  lit = config.lighting
+  light = dict(
+    brightness=light["brightness"] * (1 + lit * rng.uniform(-0.12, 0.12)),
+    gradient=light["gradient"] + lit * rng.uniform(-0.15, 0.15),
+    angle=light["angle"] + rng.uniform(-np.pi, np.pi),
+    cast=light["cast"] * (1 + lit * rng.uniform(-0.04, 0.04, 3)),
+    noise=light["noise"],
+  )
+  return pose, light
+
+
+def group_id(subject_id: int, expression: Union[int, str]) -> int:
+  """The ``group`` of a sequence's views: one id per (subject, expression)
+  that does not name the expression (a shuffle per subject, as the pool's
+  video ids)."""
+  order = np.random.default_rng([subject_id, 0x6A0]).permutation(
+    len(synthetic_sequences.EXPRESSIONS)
+  )
+  e = synthetic_sequences.expression_index(expression)
+  return subject_id * 10 + int(order[e])
 
 
 def video_id(subject_id: int, expression: Union[int, str]) -> str:
@@ -216,7 +302,11 @@ def pool_video_id(subject_id: int, expression: Union[int, str], seed=0):
 class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
   """Synthetic facial-expression videos: subjects x 6, neutral to apex."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.1.0": "keypoints (five per frame), group and view; multi-view configs",
+    "1.0.0": "initial release",
+  }
   BUILDER_CONFIGS = list(CONFIGS.values())
   DEFAULT_CONFIG_NAME = "default"
 
@@ -230,6 +320,11 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
       "subject_id": tfds.features.Scalar(np.int32),
       "num_frames": tfds.features.Scalar(np.int32),
       "video_id": tfds.features.Text(),
+      # MTCNN's five keypoints per frame, (x, y) pixels (KEYPOINTS order).
+      "keypoints": tfds.features.Tensor(shape=(None, 5, 2), dtype=np.float32),
+      # The sequence that the record is a view of (CL-MEx's positives).
+      "group": tfds.features.Scalar(np.int32),
+      "view": tfds.features.Scalar(np.int32),
     }
     if cfg.labelled:
       features["label"] = tfds.features.ClassLabel(
@@ -248,19 +343,29 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     cfg = self.builder_config
     jobs = [
-      (s, e)
+      (s, e, v)
       for s in subject_ids(cfg)
       for e in range(len(synthetic_sequences.EXPRESSIONS))
+      for v in range(max(cfg.views, 1))
     ]
-    for (s, e), video in _parallel_map(
-      lambda job: generate_video(*job, cfg), jobs
+    for (s, e, v), (video, points) in _parallel_map(
+      lambda job: generate_example(job[0], job[1], cfg, job[2]), jobs
     ):
-      record = {"video": video, "subject_id": s, "num_frames": len(video)}
+      record = {
+        "video": video,
+        "subject_id": s,
+        "num_frames": len(video),
+        "keypoints": points,
+        "group": group_id(s, e),
+        "view": v,
+      }
       if cfg.labelled:
         key = video_id(s, e)
         record["label"] = synthetic_sequences.EXPRESSIONS[e]
       else:
         key = pool_video_id(s, e, cfg.seed)
+      if cfg.views > 1:
+        key = f"{key}_v{v}"
       record["video_id"] = key
       yield key, record
 

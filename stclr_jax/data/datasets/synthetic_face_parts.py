@@ -98,6 +98,28 @@ def draw_head(canvas, i, a, f):
   _paint(canvas, f.cov(fringe), i.hair)
 
 
+def mouth_shape(i, a):
+  """``(half width, corner lift, centre height)`` of the mouth in face
+  units under actions ``a``: its corners are at ``(+-mw, my - curve)``."""
+  mw = i.mouth_w * (
+    1
+    + 0.2 * a["lip_corner_pull"]
+    + 0.3 * a["lip_stretch"]
+    - 0.18 * a["lip_press"]
+    - 0.2 * a["jaw_drop"]
+    + 0.05 * a["upper_lip_raise"]
+  )
+  curve = (
+    i.mouth_curve
+    + 0.08 * a["lip_corner_pull"]
+    - 0.065 * a["lip_corner_depress"]
+    - 0.015 * a["lip_stretch"]
+    - 0.01 * a["nose_wrinkle"]
+  )
+  my = i.mouth_y - 0.02 * a["chin_raise"] + 0.01 * a["lip_corner_depress"]
+  return mw, curve, my
+
+
 def draw_features(canvas, i, a, f):
   """Wrinkles, brows, eyes, nose and mouth, moved by the actions (the
   arguments are :func:`draw_head`'s)."""
@@ -218,22 +240,7 @@ def draw_features(canvas, i, a, f):
 
   # Mouth: width, corner height, opening and lip thickness from AU10-27.
   jaw = a["jaw_drop"]
-  mw = i.mouth_w * (
-    1
-    + 0.2 * a["lip_corner_pull"]
-    + 0.3 * a["lip_stretch"]
-    - 0.18 * a["lip_press"]
-    - 0.2 * jaw
-    + 0.05 * a["upper_lip_raise"]
-  )
-  curve = (
-    i.mouth_curve
-    + 0.08 * a["lip_corner_pull"]
-    - 0.065 * a["lip_corner_depress"]
-    - 0.015 * a["lip_stretch"]
-    - 0.01 * a["nose_wrinkle"]
-  )
-  my = i.mouth_y - 0.02 * a["chin_raise"] + 0.01 * a["lip_corner_depress"]
+  mw, curve, my = mouth_shape(i, a)
   o_up = np.clip(
     0.012 * a["lips_part"] + 0.03 * a["upper_lip_raise"] + 0.03 * jaw, 0, None
   )

@@ -223,6 +223,38 @@ def render(ident: Identity, act: dict, pose: dict, size: int) -> np.ndarray:
   return canvas
 
 
+# The five keypoints of a face detector (MTCNN's order: the eye on the
+# image's left, the other eye, the nose tip, the mouth corner on the left,
+# the other corner).
+KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+def keypoints(ident: Identity, act: dict, pose: dict, size: int) -> np.ndarray:
+  """Where :func:`render` draws the five :data:`KEYPOINTS` in each frame:
+  ``(T, 5, 2)`` float32 ``(x, y)`` in pixels (pixel ``k`` spans ``[k,
+  k + 1)``). The eyes' centres and the nose tip are fixed on the face; the
+  mouth corners move with the actions (:func:`synthetic_face_parts.
+  mouth_shape`); all follow the head pose."""
+  t_len = len(pose["dx"])
+  a = {k: np.asarray(act.get(k, np.zeros(t_len)), np.float64) for k in ACTIONS}
+  mw, curve, my = synthetic_face_parts.mouth_shape(ident, a)
+  zero = np.zeros(t_len)
+  fx = np.stack(
+    [zero - ident.eye_dx, zero + ident.eye_dx, zero, -mw, mw], axis=1
+  )
+  fy = np.stack(
+    [zero + ident.eye_y, zero + ident.eye_y, zero + ident.nose_y,
+     my - curve, my - curve],
+    axis=1,
+  )  # fmt: skip
+  p = {k: np.asarray(v, np.float64).reshape(-1, 1) for k, v in pose.items()}
+  unit = 0.72 * ident.face_scale * p["scale"]
+  cos, sin = np.cos(p["rot"]), np.sin(p["rot"])
+  gx = ident.face_x + p["dx"] + unit * (cos * fx - sin * fy)
+  gy = ident.face_y + p["dy"] + unit * (sin * fx + cos * fy)
+  return ((np.stack([gx, gy], axis=-1) + 1) / 2 * size).astype(_F32)
+
+
 def light_and_quantise(
   albedo: np.ndarray,
   rng: np.random.Generator,
