@@ -18,6 +18,15 @@ Arms (``--arms``):
 * ``stclr_samesubject6``: same-subject batches of 3 subjects x all 6 of
   their videos (batch 18): a third of every anchor's negatives show its
   own person, against one in 15 with the default 8 x 2.
+* ``stclr_maskfn``: SSL-FER's MaskFN (``pretext.maskfn``: HOG of the
+  eye and mouth crops picks each anchor's false negative);
+* ``stclr_timeaug_hardneg_maskfn``: SSL-FER's TimeAug + HardNeg + MaskFN
+  (its best row without FaceSwap, which is not built);
+* ``stclr_views``, ``clmex``: pretraining on the multi-view pool
+  (``synthetic_expressions/expressive_views_pool``: 136 other people x 6
+  sequences x 3 views, 2,448 videos), batches of 18: ST-CLR (NT-Xent, any
+  shuffle) and CL-MEx (``pretext.multi_view_positives``: 6 whole groups
+  per batch, every clip of a sequence's 3 views a positive).
 
 Each arm is evaluated with ``configs/finetune_synthetic.py`` at every label
 fraction (``--labels``, percent of each fold's training videos) on the
@@ -68,6 +77,10 @@ ARMS = (
   "stclr_samesubject",
   "stclr_combined",
   "stclr_samesubject6",
+  "stclr_maskfn",
+  "stclr_timeaug_hardneg_maskfn",
+  "stclr_views",
+  "clmex",
 )
 # The pretext options each arm turns on (data/pretext.py).
 PRETEXT = {
@@ -80,10 +93,23 @@ PRETEXT = {
     "same_subject_negatives",
   ),
   "stclr_samesubject6": ("same_subject_negatives",),
+  "stclr_maskfn": ("maskfn",),
+  "stclr_timeaug_hardneg_maskfn": (
+    "temporal_shift",
+    "hard_negatives",
+    "maskfn",
+  ),
+  "clmex": ("multi_view_positives",),
+}
+_VIEWS = {
+  "data.name": "synthetic_expressions/expressive_views_pool",
+  "batch_size": 18,
 }
 # Other fields an arm sets.
 OVERRIDES = {
   "stclr_samesubject6": {"pretext.videos_per_subject": 6, "batch_size": 18},
+  "stclr_views": _VIEWS,
+  "clmex": _VIEWS,
 }
 
 
@@ -104,6 +130,8 @@ def pretrain(arm, args, times):
   for option in PRETEXT.get(arm, ()):
     setattr(config.pretext, option, True)
   for field, value in OVERRIDES.get(arm, {}).items():
+    if args.tiny and field == "data.name":  # the views pool's tiny twin
+      value = "synthetic_expressions/tiny_views"
     parent, _, name = field.rpartition(".")
     setattr(config[parent] if parent else config, name, value)
   if args.pretrain_epochs:

@@ -258,3 +258,127 @@ def test_same_subject_negatives_without_subject_ids_is_a_clear_error():
       seed=0,
       videos_per_subject=2,
     )
+
+
+def _keypoint_videos(n=8, seed=0, groups=None):
+  """Videos whose frame t is uniformly ``10 t + 5`` (the frame is named by
+  its value) with fixed keypoints, and optional group ids."""
+  rng = np.random.default_rng(seed)
+  kp = np.array([[8, 10], [20, 10], [14, 14], [10, 18], [18, 18]], np.float32)
+  lengths = rng.integers(6, 20, n)
+
+  def gen():
+    for i, t in enumerate(lengths):
+      v = (10 * np.arange(t) + 5).astype(np.uint8)
+      ex = {
+        "video": np.broadcast_to(v[:, None, None, None], (t, 24, 28, 3)),
+        "keypoints": np.broadcast_to(kp, (t, 5, 2)),
+        "subject_id": i,
+      }
+      if groups is not None:
+        ex["group"] = groups[i]
+      yield ex
+
+  sig = {
+    "video": tf.TensorSpec([None, 24, 28, 3], tf.uint8),
+    "keypoints": tf.TensorSpec([None, 5, 2], tf.float32),
+    "subject_id": tf.TensorSpec([], tf.int64),
+  }
+  if groups is not None:
+    sig["group"] = tf.TensorSpec([], tf.int64)
+  return tf.data.Dataset.from_generator(gen, output_signature=sig)
+
+
+_PLAIN = augment_lib.SpatialAugment(crop=False, flip=False, color=False)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_maskfn_crops_come_from_each_views_centre_frame(hard):
+  """Each view's crops are the un-augmented centre frame's (its value
+  names the frame), and the stream resumes exactly with them."""
+  view = pipeline.ViewSpec(
+    clip_len=4,
+    size=16,
+    spatial=_PLAIN,
+    face_parts=pipeline.pretext.FaceParts(size=24),
+    hard_negatives=pipeline.pretext.HardNegatives() if hard else None,
+  )
+  make = lambda start=0: pipeline.pretrain_dataset(
+    _keypoint_videos(), 8, batch_size=4, view=view, seed=3, start_step=start
+  )
+  batches = _take(make(), 4)
+  pairs = (("a", "view_a"), ("b", "view_b"))
+  if hard:
+    pairs += (("hard_a", "hard_a"), ("hard_b", "hard_b"))
+  for b in batches:
+    for key, clip in pairs:
+      crops = b[f"parts_{key}"]
+      assert crops.shape == (4, 2, 24, 24, 3) and crops.dtype == np.uint8
+      centre = np.rint(b[clip][:, 2, 5, 5, 0] * 255)  # frame clip_len // 2
+      for i in range(4):
+        for part in crops[i]:
+          assert set(np.unique(part)) == {0, centre[i]}
+  for x, y in zip(batches[2:], _take(make(start=2), 2)):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_cached_keypoints_scale_with_the_frames():
+  ex = {
+    "video": tf.zeros([3, 24, 30, 3], tf.uint8),
+    "keypoints": tf.fill([3, 5, 2], 6.0),
+  }
+  out = pipeline._cacheable(ex, 12, with_label=False, with_keypoints=True)
+  assert out["video"].shape[1:3] == (12, 15)
+  np.testing.assert_allclose(out["keypoints"][..., 0], 3.0)  # x: 15 / 30
+  np.testing.assert_allclose(out["keypoints"][..., 1], 3.0)  # y: 12 / 24
+
+
+def test_whole_group_batches_compose_cover_and_resume_exactly():
+  groups = np.repeat([5, 9, 2, 7, 11, 4, 3], 2)  # 7 groups of 2 views
+  n = len(groups)
+  view = pipeline.ViewSpec(clip_len=4, size=16, spatial=_PLAIN)
+  make = lambda start=0: pipeline.pretrain_dataset(
+    _keypoint_videos(n, groups=groups),
+    n,
+    batch_size=4,
+    view=view,
+    seed=1,
+    start_step=start,
+    whole_groups=True,
+  )
+  batches = _take(make(), 9)  # 3 batches per epoch, one group left over
+  for b in batches:
+    g = b["group"].reshape(2, 2)
+    assert (g[:, 0] == g[:, 1]).all() and g[0, 0] != g[1, 0]
+    np.testing.assert_array_equal(groups[b["subject_id"]], b["group"])
+  for e in range(3):
+    ids = np.concatenate([b["subject_id"] for b in batches[3 * e : 3 * e + 3]])
+    assert len(set(ids.tolist())) == 12
+  for x, y in zip(batches[4:], _take(make(start=4), 3)):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_maskfn_and_groups_need_their_features():
+  view = pipeline.ViewSpec(
+    clip_len=4, size=16, face_parts=pipeline.pretext.FaceParts()
+  )
+  ds, _ = _fake_videos()
+  with pytest.raises(ValueError, match="MaskFN needs each frame's five face"):
+    pipeline.pretrain_dataset(ds, 10, batch_size=2, view=view, seed=0)
+  plain = pipeline.ViewSpec(clip_len=4, size=16)
+  with pytest.raises(ValueError, match="need a 'group' feature"):
+    pipeline.pretrain_dataset(
+      ds, 10, batch_size=2, view=plain, seed=0, whole_groups=True
+    )
+  with pytest.raises(ValueError, match="choose one"):
+    pipeline.pretrain_dataset(
+      ds,
+      10,
+      batch_size=2,
+      view=plain,
+      seed=0,
+      whole_groups=True,
+      videos_per_subject=2,
+    )

@@ -262,3 +262,88 @@ def test_bad_shift_settings_raise(kw, match):
     pretext.TemporalShift(**kw)
   with pytest.raises(ValueError, match="gap must be > 0"):
     pretext.HardNegatives(gap=0.0)
+
+
+# MaskFN's face-part crops.
+
+
+def test_face_part_crops_are_the_boxes_zero_padded_square():
+  """Boxes on whole pixels and a crop size equal to the square's side: each
+  crop pixel is one frame pixel, exactly. Eyes 20 px apart: the eyes' box
+  is 32 x 8 px (+-0.3 and +-0.2 eye distances), the mouth's 32 x 14
+  (corners +-0.05 across, 0.25 above, 0.45 below), each centred in a black
+  32 x 32 square; the mouth's square runs off the frame (black too)."""
+  frame = np.random.default_rng(0).integers(1, 256, (64, 64, 3), np.uint8)
+  kp = np.array([[20, 30], [40, 30], [30, 40], [17, 50], [47, 50]], np.float32)
+  eyes, mouth = pretext.face_part_crops(frame, kp, 32).numpy()
+  want = np.zeros_like(eyes)
+  want[12:20] = frame[26:34, 14:46]
+  np.testing.assert_array_equal(eyes, want)
+  want = np.zeros_like(mouth)
+  want[9:23] = frame[45:59, 16:48]
+  np.testing.assert_array_equal(mouth, want)
+
+
+def test_face_part_crops_resize_and_go_black_without_a_face():
+  frame = np.full((48, 48, 3), 200, np.uint8)
+  kp = np.array([[10, 15], [30, 15], [20, 25], [12, 35], [28, 35]], np.float32)
+  crops = pretext.face_part_crops(frame, kp, 64).numpy()
+  assert crops.shape == (2, 64, 64, 3) and crops.dtype == np.uint8
+  # A uniform frame stays uniform inside each box: 200 where the box is.
+  assert set(np.unique(crops)) == {0, 200}
+  lost = kp.copy()
+  lost[3] = np.nan  # a failed detection: SSL-FER's black crops
+  assert not pretext.face_part_crops(frame, lost, 64).numpy().any()
+
+
+# CL-MEx's whole-group batches.
+
+
+def _views(groups, views, seed=0):
+  ids = np.random.default_rng(seed).permutation(np.repeat(groups, views))
+  return ids
+
+
+@pytest.mark.parametrize("num_groups,batch", [(10, 6), (11, 6), (4, 12)])
+def test_group_plan_keeps_groups_whole_and_covers_them(num_groups, batch):
+  groups = _views(np.arange(num_groups) * 7 + 3, 3)
+  info = pretext.group_plan_info(groups, batch, "t")
+  k = batch // 3
+  assert (info.groups, info.views) == (num_groups, 3)
+  assert info.batches == num_groups // k
+  assert info.left_over == num_groups - info.batches * k
+  assert info.epoch_length == info.batches * batch
+  seen = collections.Counter()
+  for epoch in range(12):
+    order = pretext.group_plan(groups, batch, np.random.default_rng(epoch))
+    assert len(order) == info.epoch_length
+    assert len(set(order.tolist())) == len(order)  # no video twice
+    for b in order.reshape(-1, batch):
+      ids, counts = np.unique(groups[b], return_counts=True)
+      assert len(ids) == k and set(counts.tolist()) == {3}  # whole groups
+    seen.update(np.unique(groups[order]).tolist())
+  # Left-over groups change from epoch to epoch: all are seen in 12.
+  assert len(seen) == num_groups
+
+
+def test_group_plan_is_a_function_of_the_seed():
+  groups = _views(np.arange(9), 2)
+  a = pretext.group_plan(groups, 6, np.random.default_rng([1, 0, 3]))
+  b = pretext.group_plan(groups, 6, np.random.default_rng([1, 0, 3]))
+  c = pretext.group_plan(groups, 6, np.random.default_rng([1, 0, 4]))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+  "groups,batch,match",
+  [
+    ([0, 0, 1, 1, -1, 2], 4, "1 of the 6 videos have no group"),
+    ([0, 0, 0, 1, 1, 2, 2, 2], 6, r"group \(videos\) 1 \(2\)"),
+    ([0, 0, 1, 1, 2, 2], 5, "not a multiple of the 2 videos per group"),
+    ([0, 0, 1, 1], 6, "needs 3 groups; this shard has 2"),
+  ],
+)
+def test_group_plan_errors_say_what_is_wrong(groups, batch, match):
+  with pytest.raises(ValueError, match=match):
+    pretext.group_plan_info(np.array(groups), batch, "shard 0")

@@ -334,3 +334,38 @@ def test_multi_positive_sharded_equals_single_device_value_and_gradient():
     (z, groups),
     (0,),
   )
+
+
+def test_multi_positive_pairs_stack_the_views_and_reduce_to_nt_xent():
+  """The step's form: rows [z_a; z_b], a group id per row of a stack. With
+  distinct ids it is NT-Xent; with shared ids it is the NumPy reference of
+  the stacked rows."""
+  rng = np.random.default_rng(3)
+  za, zb = rng.normal(size=(2, 8, 5))
+  loss, _ = losses_lib.multi_positive_pairs(za, zb, np.arange(8), 0.2)
+  np.testing.assert_allclose(
+    float(loss), float(losses_lib.nt_xent(za, zb, 0.2)), rtol=1e-6
+  )
+  groups = np.array([4, 4, 4, 9, 9, 1, 2, 2])
+  loss, _ = losses_lib.multi_positive_pairs(za, zb, groups, 0.2)
+  want = numpy_multi_positive(
+    np.concatenate([za, zb]), np.concatenate([groups, groups]), 0.2
+  )
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+
+
+def test_multi_positive_pairs_sharded_equals_single_device():
+  """Each device stacks its own rows, so the gathered rows are in another
+  order than [z_a; z_b]: the loss does not depend on it (value, gradient
+  and metrics equal the single-device form)."""
+  rng = np.random.default_rng(7)
+  za, zb = (jnp.asarray(rng.normal(size=(16, 6)), jnp.float32) for _ in "ab")
+  groups = jnp.asarray(rng.integers(0, 6, 16), jnp.int32)
+  _sharded_equals_single(
+    lambda mesh: lambda a, b, g: (
+      losses_lib.make_sharded_multi_positive_pairs(mesh)(a, b, g, 0.2)
+    ),
+    lambda a, b, g: losses_lib.multi_positive_pairs(a, b, g, 0.2),
+    (za, zb, groups),
+    (0, 1),
+  )

@@ -307,9 +307,14 @@ def _pretrain_views(elem_seed, ex, view: ViewSpec):
     if view.shift is not None:
       out["shift_clamped"] = idx["shift_clamped"]
   if view.face_parts is not None:
-    for key in ("a", "b", "hard_a", "hard_b"):
-      if f"idx_{key}" in idx:
-        out[f"parts_{key}"] = parts(idx[f"idx_{key}"])
+    for key, clip_idx in (
+      ("a", "idx_a"),
+      ("b", "idx_b"),
+      ("hard_a", "hard_a"),
+      ("hard_b", "hard_b"),
+    ):
+      if clip_idx in idx:
+        out[f"parts_{key}"] = parts(idx[clip_idx])
   if "group" in ex:
     out["group"] = ex["group"]
   return out
