@@ -9,8 +9,9 @@ import jax
 import pytest
 from flax import nnx
 
-from stclr_jax import models
+from stclr_jax import losses, models, train
 from stclr_jax import optim as optim_lib
+from stclr_jax.data import input as input_lib
 from stclr_jax.evaluation import finetune
 from stclr_jax.models import factory
 
@@ -77,7 +78,10 @@ def test_pretext_variants_turn_options_on_and_default_off():
     c.pretext.temporal_shift
     or c.pretext.hard_negatives
     or c.pretext.same_subject_negatives
+    or c.pretext.maskfn
+    or c.pretext.multi_view_positives
   )
+  assert train.contrastive_loss(c) == "nt_xent"
   # SSL-FER's values (stclr_jax/data/pretext.py's constants).
   from stclr_jax.data import pretext
 
@@ -88,8 +92,19 @@ def test_pretext_variants_turn_options_on_and_default_off():
   c = m.get_config("pretext=timeaug+samesubject")
   assert c.pretext.temporal_shift and c.pretext.same_subject_negatives
   assert not c.pretext.hard_negatives
+  assert c.pretext.maskfn_weight == losses.MASKFN_WEIGHT == 0.8
+  assert c.pretext.maskfn_descriptor == "hog"
   with pytest.raises(ValueError, match="pretext must be none or options"):
-    m.get_config("pretext=maskfn")
+    m.get_config("pretext=faceswap")
+  c = m.get_config("pretext=timeaug+hardneg+maskfn")
+  assert train.contrastive_loss(c) == "maskfn"
+  assert input_lib.view_spec(c).face_parts == pretext.FaceParts(size=64)
+  c = m.get_config("pretext=clmex")
+  assert train.contrastive_loss(c) == "multi_positive"
+  assert input_lib.whole_groups(c)
+  c.pretext.maskfn = True
+  with pytest.raises(ValueError, match="two losses"):
+    train.contrastive_loss(c)
 
 
 def test_every_config_file_is_tested():

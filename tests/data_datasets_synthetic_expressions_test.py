@@ -268,7 +268,7 @@ def test_unlabelled_pool_holds_no_labels_and_other_people(tmp_path, tiny):
       "num_frames",
       "video_id",
       "keypoints",
-      "group",
+      "group_id",
       "view",
     }
     assert not any(name in vid for name in sequences.EXPRESSIONS)
@@ -371,7 +371,7 @@ def test_tiny_views_build_has_whole_groups_and_keypoints(tmp_path):
   for r in rows:
     assert r["keypoints"].shape == (r["num_frames"], 5, 2)
     assert r["keypoints"].dtype == np.float32
-    by_group.setdefault(int(r["group"]), []).append(r)
+    by_group.setdefault(int(r["group_id"]), []).append(r)
   assert len(by_group) == TINY.num_subjects * 6
   for members in by_group.values():
     assert sorted(int(r["view"]) for r in members) == [0, 1, 2]
@@ -382,7 +382,7 @@ def test_tiny_views_build_has_whole_groups_and_keypoints(tmp_path):
 
 def test_tiny_records_carry_keypoints_and_their_own_group(tiny):
   _, rows = tiny
-  groups = {int(r["group"]) for r in rows.values()}
+  groups = {int(r["group_id"]) for r in rows.values()}
   assert len(groups) == len(rows)  # one view: every video its own group
   for vid, r in rows.items():
     s, name = int(r["subject_id"]), vid.split("_", 1)[1]

@@ -147,3 +147,41 @@ def test_video_folder_rejects_a_truncated_video(tmp_path):
   assert b.info.splits["train"].num_examples == 1
   ((path, reason),) = b.info.metadata["skipped"]
   assert path.endswith("cut.mp4") and "truncated" in reason
+
+
+def test_keypoints_files_and_group_ids(tmp_path, capsys):
+  """A frame folder's keypoints.npy and a video's <file>.keypoints.npy make
+  a ``keypoints`` feature; a video without gets NaN, counted; groups are
+  numbered in name order, -1 for none."""
+  write_sequence(str(tmp_path / "c1"), 4)
+  write_sequence(str(tmp_path / "c2"), 3)
+  write_mp4(tmp_path / "v.mp4", np.zeros((5, 16, 16, 3), np.uint8))
+  kp1 = np.arange(40, dtype=np.float32).reshape(4, 5, 2)
+  np.save(tmp_path / "c1" / "keypoints.npy", kp1)
+  np.save(tmp_path / "v.mp4.keypoints.npy", np.ones((5, 5, 2), np.float32))
+  (tmp_path / "list.csv").write_text(
+    "path,subject,group\nc1,a,takeB\nc2,a,takeA\nv.mp4,b,\n"
+  )
+  cfg = video_folder.VideoFolderConfig(
+    name="kp", csv_path=str(tmp_path / "list.csv")
+  )
+  b = build("video_folder", tmp_path / "tfds", config=cfg)
+  rows = {
+    r["video_id"].decode(): r
+    for r in b.as_dataset(split="train").as_numpy_iterator()
+  }
+  np.testing.assert_array_equal(rows["c1"]["keypoints"], kp1)
+  assert rows["c2"]["keypoints"].shape == (3, 5, 2)
+  assert np.isnan(rows["c2"]["keypoints"]).all()
+  assert (rows["v.mp4"]["keypoints"] == 1).all()
+  assert [rows[k]["group_id"] for k in ("c1", "c2", "v.mp4")] == [1, 0, -1]
+  assert "1 of 3 videos have no keypoints file" in capsys.readouterr().out
+  # A keypoints file that does not fit its video names itself.
+  np.save(tmp_path / "c2" / "keypoints.npy", np.zeros((2, 5, 2)))
+  cfg = video_folder.VideoFolderConfig(
+    name="kp_bad", csv_path=str(tmp_path / "list.csv")
+  )
+  with pytest.raises(
+    video_io.BadInputError, match=r"c2/keypoints.npy: keypoints of shape"
+  ):
+    build("video_folder", tmp_path / "tfds2", config=cfg)

@@ -276,7 +276,7 @@ def _keypoint_videos(n=8, seed=0, groups=None):
         "subject_id": i,
       }
       if groups is not None:
-        ex["group"] = groups[i]
+        ex["group_id"] = groups[i]
       yield ex
 
   sig = {
@@ -285,7 +285,7 @@ def _keypoint_videos(n=8, seed=0, groups=None):
     "subject_id": tf.TensorSpec([], tf.int64),
   }
   if groups is not None:
-    sig["group"] = tf.TensorSpec([], tf.int64)
+    sig["group_id"] = tf.TensorSpec([], tf.int64)
   return tf.data.Dataset.from_generator(gen, output_signature=sig)
 
 
@@ -368,7 +368,7 @@ def test_maskfn_and_groups_need_their_features():
   with pytest.raises(ValueError, match="MaskFN needs each frame's five face"):
     pipeline.pretrain_dataset(ds, 10, batch_size=2, view=view, seed=0)
   plain = pipeline.ViewSpec(clip_len=4, size=16)
-  with pytest.raises(ValueError, match="need a 'group' feature"):
+  with pytest.raises(ValueError, match="need a 'group_id'"):
     pipeline.pretrain_dataset(
       ds, 10, batch_size=2, view=plain, seed=0, whole_groups=True
     )

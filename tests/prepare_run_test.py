@@ -201,3 +201,46 @@ def test_bad_run_arguments_name_the_problem(tmp_path):
     run.prepare(str(tmp_path), str(tmp_path / "out"))
   with pytest.raises(ValueError, match="max_gap must be >= 0"):
     run.Settings(max_gap=-1)
+
+
+def test_mtcnn_keypoints_are_kept_in_clip_coordinates(prepared, tmp_path):
+  """MaskFN's keypoints: MTCNN's five per kept frame, in the clip's
+  pixels. The face moves and grows, the crop follows it, so in the clip
+  they hold still (within 1 px of 48) and sit where a face has them; the
+  data set built from the manifest carries them."""
+  _, out, _, _, _ = prepared
+  for rec_path in ("happy/S1/astro", "sad/S3/take1"):
+    kp = np.load(out / "clips" / rec_path / run.KEYPOINTS_FILE)
+    assert kp.shape == (12, 5, 2) and kp.dtype == np.float32
+    assert np.isfinite(kp).all()
+    assert kp.std(axis=0).max() < 1.0
+    eyes, nose, mouth = kp[:, :2], kp[:, 2], kp[:, 3:]
+    assert (eyes[:, 0, 0] < eyes[:, 1, 0]).all()  # left eye on the left
+    assert (eyes[..., 1].max(1) < nose[:, 1]).all()
+    assert (nose[:, 1] < mouth[..., 1].min(1)).all()
+    iod = np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=-1)
+    assert ((iod > 0.2 * 48) & (iod < 0.45 * 48)).all(), iod
+    with open(out / ".prepare" / (rec_path + ".json")) as f:
+      assert json.load(f)["keypoints_missing"] == 0
+  cfg = video_folder.config_for_csv(str(out / "manifest.csv"))
+  b = build("video_folder", tmp_path / "tfds", config=cfg)
+  rows = {
+    r["video_id"].decode(): r
+    for r in b.as_dataset(split="train").as_numpy_iterator()
+  }
+  np.testing.assert_array_equal(
+    rows["clips/happy/S1/astro"]["keypoints"],
+    np.load(out / "clips/happy/S1/astro" / run.KEYPOINTS_FILE),
+  )
+
+
+def test_crop_keypoints_maps_the_box_to_the_clip():
+  """A box (cx, cy, side) = (50, 40, 20) with margin 0.1 spans 24 px from
+  (38, 28): the clip's [0, 48] square, 2 clip pixels per frame pixel."""
+  boxes = np.array([[50.0, 40.0, 20.0]])
+  kp = np.array([[[38.0, 28], [50, 40], [62, 52], [0, 0], [np.nan, 1]]])
+  got = run.crop_keypoints(kp, boxes, 0.1, 48)
+  np.testing.assert_allclose(
+    got[0, :4], [[0, 0], [24, 24], [48, 48], [-76, -56]]
+  )
+  assert np.isnan(got[0, 4, 0]) and got.dtype == np.float32

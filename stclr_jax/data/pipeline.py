@@ -146,7 +146,7 @@ def pretrain_dataset(
 
   Args:
     examples: this host's videos (``video`` uint8 (T,H,W,3), optional
-      ``subject_id``, ``fps``, ``keypoints`` (T,5,2), ``group``), a finite
+      ``subject_id``, ``fps``, ``keypoints`` (T,5,2), ``group_id``), a finite
       dataset of ``num_examples``.
     batch_size: videos per batch on this host (global batch / processes).
     view: clip length, output size and the augmentations.
@@ -159,8 +159,8 @@ def pretrain_dataset(
       that shards draw independent augmentations.
     videos_per_subject: ``m > 0``: same-subject negatives, batches of
       ``batch_size / m`` subjects x ``m`` videos (:func:`_subject_stream`).
-    whole_groups: every ``group`` (CL-MEx's views of one sequence) whole
-      in one batch (:func:`_group_stream`).
+    whole_groups: every group (``group_id``: CL-MEx's views of one
+      sequence) whole in one batch (:func:`_group_stream`).
   """
   _check_nonempty(num_examples, "pretrain_dataset")
   if videos_per_subject and whole_groups:
@@ -177,10 +177,10 @@ def pretrain_dataset(
       f"{sorted(fields)}. `prepare` stores them for your videos; the "
       "synthetic data sets have them"
     )
-  if whole_groups and "group" not in fields:
+  if whole_groups and "group_id" not in fields:
     raise ValueError(
-      "whole-group batches (multi-view positives) need a 'group' feature "
-      f"per video; this data set has only {sorted(fields)}. Give "
+      "whole-group batches (multi-view positives) need a 'group_id' "
+      f"feature per video; this data set has only {sorted(fields)}. Give "
       "video_folder a 'group' column, or use a synthetic views config"
     )
   default_fps = float(view.default_fps)
@@ -193,7 +193,7 @@ def pretrain_dataset(
       tf.cast(e["fps"], tf.float32) if "fps" in e else tf.constant(default_fps)
     )
     if whole_groups:
-      out["group"] = tf.cast(e["group"], tf.int32)
+      out["group"] = tf.cast(e["group_id"], tf.int32)
     return out
 
   base = examples.map(cacheable, num_parallel_calls=AUTOTUNE)

@@ -2,8 +2,11 @@
 downloaded at run time; all run on CPU).
 
 Every detector takes a batch of RGB frames and returns, per frame, an array
-``boxes_Kx5`` of ``(x0, y0, x1, y1, score)`` in pixels of that frame.
-Scores are only comparable within one detector. Backends:
+``boxes_Kx5`` of ``(x0, y0, x1, y1, score)`` in pixels of that frame, or
+``boxes_Kx15`` when it also finds the five face keypoints (MTCNN): then
+columns 5-14 are ``(x, y)`` of the left eye, right eye, nose, left and
+right mouth corner ("left" in the image). Scores are only comparable
+within one detector. Backends:
 
 * ``mtcnn``: MTCNN (``pip install mtcnn``; TensorFlow, weights in the wheel).
   The default: the most accurate of the four, and at ``min_face=40`` the
@@ -56,8 +59,8 @@ class FaceDetector:
     raise NotImplementedError
 
 
-def _boxes(rows) -> np.ndarray:
-  return np.asarray(rows, np.float32).reshape(-1, 5)
+def _boxes(rows, width: int = 5) -> np.ndarray:
+  return np.asarray(rows, np.float32).reshape(-1, width)
 
 
 def _needs(package: str, pip_name: str, backend: str):
@@ -127,7 +130,17 @@ class MtcnnDetector(FaceDetector):
       rows = rows.reshape(-1, rows.shape[-1]) if rows.size else rows
       for j in range(len(chunk)):
         mine = rows[rows[:, 0] == j] if rows.size else rows
-        out.append(_boxes([list(r[1:5]) + [r[5]] for r in mine]))
+        # mtcnn's numpy rows: image, x0, y0, x1, y1, score, then the five
+        # keypoints' x (6-10) and y (11-15); ours interleave (x, y).
+        out.append(
+          _boxes(
+            [
+              list(r[1:6]) + np.stack([r[6:11], r[11:16]], 1).ravel().tolist()
+              for r in mine
+            ],
+            15,
+          )
+        )
     return out
 
   def detect_one(self, frame_HxWx3):
@@ -251,7 +264,7 @@ def detect_scaled(
 ) -> list[np.ndarray]:
   """``detect(frames)`` (e.g. a detector's ``detect``) on frames shrunk so
   their longer side is at most ``max_side`` (0: full size), with the boxes
-  mapped back to full-size pixels."""
+  (and keypoints) mapped back to full-size pixels."""
   frames = list(frames)
   if not frames:
     return []
@@ -267,5 +280,6 @@ def detect_scaled(
   for b in detect(small):
     b = b.copy()
     b[:, :4] /= scale
+    b[:, 5:] /= scale  # keypoints, where the detector gives them
     out.append(b)
   return out

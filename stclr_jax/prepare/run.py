@@ -85,6 +85,24 @@ def crop(
   )
 
 
+# MaskFN's keypoints, per kept frame in the clip's pixels (video_folder
+# reads them).
+KEYPOINTS_FILE = "keypoints.npy"
+
+
+def crop_keypoints(
+  keypoints_Tx5x2: np.ndarray, boxes_Tx3: np.ndarray, margin: float, size: int
+) -> np.ndarray:
+  """Frame keypoints ``(x, y)`` in the coordinates of :func:`crop`'s output
+  (pixel ``k`` spans ``[k, k + 1)``): float32 ``(T, 5, 2)``, NaN stays
+  NaN."""
+  cx, cy, side = (boxes_Tx3[:, i, None] for i in range(3))
+  half = side * (1 + 2 * margin) / 2
+  origin = np.stack([cx - half, cy - half], -1)  # (T, 1, 2)
+  scale = (size / (2 * half))[:, :, None]
+  return ((keypoints_Tx5x2 - origin) * scale).astype(np.float32)
+
+
 # -- one input ----------------------------------------------------------------
 
 
@@ -180,6 +198,17 @@ def process(item: Item, settings: Settings, detector, output: str) -> dict:
   for n, t in enumerate(kept):
     face = crop(frames[t], track.boxes_Tx3[t], settings.margin, settings.size)
     Image.fromarray(face).save(os.path.join(partial, f"{n:06d}.{ext}"), **kw)
+  kp = track.keypoints_Tx5x2
+  if kp is not None and np.isfinite(kp[kept]).any():
+    np.save(
+      os.path.join(partial, KEYPOINTS_FILE),
+      crop_keypoints(
+        kp[kept], track.boxes_Tx3[kept], settings.margin, settings.size
+      ),
+    )
+    record["keypoints_missing"] = int(
+      np.sum(~np.isfinite(kp[kept]).all(axis=(1, 2)))
+    )
   shutil.rmtree(final, ignore_errors=True)
   os.replace(partial, final)
   record.update(status="prepared", path=f"{CLIPS_DIR}/{item.id}")

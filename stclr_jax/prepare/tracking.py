@@ -17,6 +17,12 @@ one by one, so gaps are measured to the frame even with ``detect_every > 1``.
 The boxes are then smoothed over time within each uncut stretch by a
 Gaussian-weighted local linear fit, which removes jitter but keeps steady
 motion (and zoom) without lag.
+
+With a detector that finds the five face keypoints (MTCNN), the chosen
+face's keypoints come along (``Track.keypoints_Tx5x2``): as detected in
+``DETECTED`` frames, interpolated like the boxes in ``INTERPOLATED`` and
+``BRIDGED`` ones, not smoothed, NaN where cut or where the detector gives
+none.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class Track:
   frames_bridged: int = 0
   segments_cut: int = 0
   frames_cut: int = 0
+  keypoints_Tx5x2: np.ndarray | None = None  # (x, y) pixels; NaN: none
 
   @property
   def kept(self) -> np.ndarray:
@@ -65,8 +72,9 @@ class Track:
 
 
 def square(boxes_Kx5: np.ndarray) -> np.ndarray:
-  """``(x0, y0, x1, y1, score)`` -> ``(cx, cy, side)``, side = longer edge."""
-  b = np.asarray(boxes_Kx5, np.float64).reshape(-1, 5)
+  """``(x0, y0, x1, y1, score[, keypoints])`` -> ``(cx, cy, side)``, side =
+  longer edge."""
+  b = _rows(boxes_Kx5)
   return np.stack(
     [
       (b[:, 0] + b[:, 2]) / 2,
@@ -75,6 +83,21 @@ def square(boxes_Kx5: np.ndarray) -> np.ndarray:
     ],
     -1,
   )
+
+
+def _rows(boxes) -> np.ndarray:
+  """Detections as ``(K, 5)`` or ``(K, 15)`` float64 rows."""
+  b = np.asarray(boxes, np.float64)
+  return b.reshape(-1, b.shape[-1] if b.ndim == 2 else 5)
+
+
+def _keypoints(boxes, i) -> np.ndarray:
+  """Detection ``i``'s keypoints ``(5, 2)``, NaN if the detector gives
+  none."""
+  row = _rows(boxes)[i]
+  if len(row) < 15:
+    return np.full((5, 2), np.nan)
+  return row[5:15].reshape(5, 2)
 
 
 def _distance(a, b) -> float:
@@ -93,7 +116,7 @@ def link(detections: dict[int, np.ndarray], max_skip: int) -> list[dict]:
   (the face coming back after a longer absence) within one box."""
   tracks: list[dict] = []
   for t in sorted(detections):
-    dets = np.asarray(detections[t]).reshape(-1, 5)
+    dets = _rows(detections[t])
     used = set()
     for i in np.argsort(-dets[:, 4], kind="stable"):
       box = square(dets[i : i + 1])[0]
@@ -185,6 +208,10 @@ def follow(
       frames_cut=num_frames,
     )
   face = dict(choose(tracks, params.choose))
+  kp = np.full((num_frames, 5, 2), np.nan)
+  for t, box in face.items():  # the detection the track's box came from
+    sq = square(dets[t])
+    kp[t] = _keypoints(dets[t], int(np.argmin(np.abs(sq - box).sum(1))))
 
   if k > 1:  # examine every frame next to a detection frame that missed
     todo = [
@@ -202,6 +229,7 @@ def follow(
         dist = [_distance(near, c) for c in cands]
         if dist and min(dist) <= 0.5:
           face[t] = cands[int(np.argmin(dist))]
+          kp[t] = _keypoints(found, int(np.argmin(dist)))
 
   for t, box in face.items():
     boxes[t], states[t] = box, DETECTED
@@ -223,8 +251,12 @@ def follow(
     after = boxes[e] if e < num_frames else before
     a = ((idx - (s - 1)) / (e - s + 1))[:, None]
     boxes[s:e] = (1 - a) * before + a * after
+    kp_before = kp[s - 1] if s > 0 else kp[e]
+    kp_after = kp[e] if e < num_frames else kp_before
+    kp[s:e] = (1 - a[:, :, None]) * kp_before + a[:, :, None] * kp_after
     states[s:e] = kind
   for s, e in _runs(states != CUT):
     boxes[s:e] = smooth_boxes(boxes[s:e], params.smooth)
   track.boxes_Tx3, track.states = boxes, "".join(states)
+  track.keypoints_Tx5x2 = kp
   return track

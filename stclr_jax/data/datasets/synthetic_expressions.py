@@ -90,7 +90,7 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   # view 0 is the video as with views=1; views 1.. render the same facial
   # actions and head movement under their own head pose offset (roll,
   # scale, position) and their own lighting and sensor noise. The records
-  # of one sequence share a ``group`` id.
+  # of one sequence share a ``group_id``.
   views: int = 1
 
 
@@ -304,7 +304,8 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
-    "1.1.0": "keypoints (five per frame), group and view; multi-view configs",
+    "1.1.0": "keypoints (five per frame), group_id and view; multi-view "
+    "configs",
     "1.0.0": "initial release",
   }
   BUILDER_CONFIGS = list(CONFIGS.values())
@@ -323,7 +324,7 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
       # MTCNN's five keypoints per frame, (x, y) pixels (KEYPOINTS order).
       "keypoints": tfds.features.Tensor(shape=(None, 5, 2), dtype=np.float32),
       # The sequence that the record is a view of (CL-MEx's positives).
-      "group": tfds.features.Scalar(np.int32),
+      "group_id": tfds.features.Scalar(np.int32),
       "view": tfds.features.Scalar(np.int32),
     }
     if cfg.labelled:
@@ -356,7 +357,7 @@ class SyntheticExpressions(tfds.core.GeneratorBasedBuilder):
         "subject_id": s,
         "num_frames": len(video),
         "keypoints": points,
-        "group": group_id(s, e),
+        "group_id": group_id(s, e),
         "view": v,
       }
       if cfg.labelled:

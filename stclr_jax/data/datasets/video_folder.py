@@ -8,7 +8,17 @@ Each row is ``path[,label][,subject][,group]`` (the contract of
 (turned upright by the display matrix; truncated files rejected).
 ``label`` is a class name or an integer; the class list is the sorted set of
 labels. ``subject`` identifies the person (for subject-independent folds) and
-``group`` is any free text (session, split...). Use it as::
+``group`` is any free text (session, split...); ``group_id`` numbers the
+groups (-1 for none), and CL-MEx's multi-view positives take the videos of
+a group as views of one moment (``pretext.multi_view_positives``).
+
+Face keypoints, for MaskFN (``pretext.maskfn``): ``keypoints.npy`` inside a
+frame folder (as ``python -m stclr_jax.prepare`` writes it), or
+``<video>.keypoints.npy`` beside a video file: float32 ``(T, 5, 2)``, the
+five MTCNN keypoints ``(x, y)`` in pixels of each frame (NaN where no face
+was found). If any video has them, the data set has a ``keypoints``
+feature; videos without get NaN (black MaskFN crops), counted in
+``info.metadata["without_keypoints"]`` and printed. Use it as::
 
   cfg = VideoFolderConfig(name="ckplus", csv_path="/data/ckplus/videos.csv")
   builder = tfds.builder("video_folder", config=cfg, data_dir=...)
@@ -77,8 +87,10 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
   """Videos or frame folders listed in a CSV, with labels (or none) and
   subjects."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
+    "1.2.0": "group_id (groups numbered, -1 for none); face keypoints "
+    "(keypoints.npy) where the videos have them.",
     "1.1.0": "Videos turned upright by their display matrix; truncated "
     "video files rejected (stclr_jax.video_io, as prepare).",
   }
@@ -93,10 +105,15 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       features["label"] = tfds.features.ClassLabel(
         names=_sorted_names(r.label for r in rows) if rows else ["unknown"]
       )
+    if rows is not None and any(keypoints_path(r.path) for r in rows):
+      features["keypoints"] = tfds.features.Tensor(
+        shape=(None, 5, 2), dtype=np.float32
+      )
     features.update(
       subject_id=tfds.features.Scalar(np.int32),
       subject=tfds.features.Text(),
       group=tfds.features.Text(),
+      group_id=tfds.features.Scalar(np.int32),
       num_frames=tfds.features.Scalar(np.int32),
       video_id=tfds.features.Text(),
     )
@@ -116,11 +133,17 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       s: i
       for i, s in enumerate(_sorted_names(r.subject for r in rows if r.subject))
     }
+    groups = {
+      g: i
+      for i, g in enumerate(_sorted_names(r.group for r in rows if r.group))
+    }
     labelled = manifest.is_labelled(rows)
-    skipped, count = [], 0
+    with_keypoints = any(keypoints_path(r.path) for r in rows)
+    skipped, count, without = [], 0, []
     for row in rows:
       try:
         video = video_io.read_any(row.path)
+        kp = read_keypoints(row.path, len(video)) if with_keypoints else None
       except video_io.BadInputError as e:
         video_io.skip_or_raise(
           cfg.skip_bad,
@@ -133,10 +156,16 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       record = {"video": video}
       if labelled:
         record["label"] = row.label
+      if with_keypoints:
+        if kp is None:
+          without.append(row.path)
+          kp = np.full((len(video), 5, 2), np.nan, np.float32)
+        record["keypoints"] = kp
       record.update(
         subject_id=subjects.get(row.subject, -1),
         subject=row.subject,
         group=row.group,
+        group_id=groups.get(row.group, -1),
         num_frames=len(video),
         video_id=os.path.relpath(
           row.path, os.path.dirname(os.path.abspath(cfg.csv_path))
@@ -144,8 +173,46 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       )
       yield f"{row.line:06d}", record
     self.info.metadata["skipped"] = [list(s) for s in skipped]
+    if without:
+      self.info.metadata["without_keypoints"] = without
+      print(
+        f"video_folder/{cfg.name}: {len(without)} of {count} videos have no "
+        f"keypoints file (NaN keypoints: black MaskFN crops), e.g. "
+        f"{without[0]}"
+      )
     video_io.report_skipped(skipped, f"video_folder/{cfg.name}")
     if not count:
       raise video_io.BadInputError(
         f"{cfg.csv_path}: empty split, no usable video"
       )
+
+
+def keypoints_path(path: str) -> str:
+  """The keypoints file of a video (a frame folder's ``keypoints.npy``, a
+  video file's ``<file>.keypoints.npy``), or "" if it has none."""
+  kp = (
+    os.path.join(path, "keypoints.npy")
+    if os.path.isdir(path)
+    else path + ".keypoints.npy"
+  )
+  return kp if os.path.isfile(kp) else ""
+
+
+def read_keypoints(path: str, num_frames: int) -> np.ndarray | None:
+  """A video's keypoints, float32 ``(num_frames, 5, 2)``, or None if it has
+  no keypoints file; a malformed file is a BadInputError naming it."""
+  kp_path = keypoints_path(path)
+  if not kp_path:
+    return None
+  try:
+    kp = np.load(kp_path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise video_io.BadInputError(
+      f"{kp_path}: unreadable keypoints: {e}"
+    ) from None
+  if kp.shape != (num_frames, 5, 2):
+    raise video_io.BadInputError(
+      f"{kp_path}: keypoints of shape {kp.shape}, expected ({num_frames}, 5,"
+      " 2): five (x, y) per frame of the video"
+    )
+  return kp.astype(np.float32)
