@@ -18,16 +18,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def frames_dataset(root, n=12, t=(5, 9), size=24):
-  """A video_folder data set of random frame folders (fast to build)."""
+  """A video_folder data set of random frame folders (fast to build), with
+  face keypoints (``keypoints.npy``, jittered about a face's places)."""
   rng = np.random.default_rng(0)
+  face = np.array([[8, 9], [16, 9], [12, 13], [9, 17], [15, 17]]) / 24
   lines = ["path,label,subject"]
   for i in range(n):
     folder = os.path.join(root, f"v{i:02d}")
     os.makedirs(folder)
-    for j in range(int(rng.integers(*t))):
+    frames = int(rng.integers(*t))
+    for j in range(frames):
       Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(
         os.path.join(folder, f"{j:03d}.png")
       )
+    kp = face * size + rng.normal(0, 0.5, (frames, 5, 2))
+    np.save(os.path.join(folder, "keypoints.npy"), kp.astype(np.float32))
     lines.append(f"v{i:02d},{['a', 'b', 'c'][i % 3]},s{i // 3}")
   with open(os.path.join(root, "videos.csv"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -49,9 +49,16 @@ _ALL_PRETEXT = {
   "pretext.hard_negative_gap": 0.12,
   "pretext.same_subject_negatives": True,
 }
+# SSL-FER's TimeAug + HardNeg + MaskFN (the crops of all four clips, their
+# HOG descriptors in the step, k* over the batch).
+_SSLFER = {
+  **{k: v for k, v in _ALL_PRETEXT.items() if "same_subject" not in k},
+  "pretext.maskfn": True,
+  "pretext.maskfn_crop_size": 24,
+}
 
 
-@pytest.mark.parametrize("pretext", ["off", "all"])
+@pytest.mark.parametrize("pretext", ["off", "all", "sslfer"])
 def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   tmp_path, pretext
 ):
@@ -65,7 +72,7 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
     "keep_checkpoints": 10,
     "batch_size": 4,
     "model.width": 0.25,
-    **(_ALL_PRETEXT if pretext == "all" else {}),
+    **{"off": {}, "all": _ALL_PRETEXT, "sslfer": _SSLFER}[pretext],
   }
   env = runs.env(2)
   a = subprocess.run(
@@ -79,6 +86,8 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   if pretext == "all":  # the options were on, and counted
     for what in ("same-subject negatives", "pretext/gap_policy_halves"):
       assert what in a.stderr, a.stderr[-3000:]
+  if pretext == "sslfer":  # MaskFN's loss was the one trained
+    assert "maskfn_l2" in a.stderr, a.stderr[-3000:]
 
   cmd = runs.main_cmd(tmp_path / "b", common)
   ckpts = tmp_path / "b" / "checkpoints"
