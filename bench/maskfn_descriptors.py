@@ -158,6 +158,7 @@ def main(argv=None):
   )
   p.add_argument("--encoder", default="workdirs/protocol48/pretrain_stclr")
   p.add_argument("--data", default="synthetic_expressions/expressive")
+  p.add_argument("--data_dir", default="", help="TFDS data dir")
   p.add_argument("--descriptors", default=",".join(KINDS))
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--repeats", type=int, default=200)
@@ -168,6 +169,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   t0 = time.time()
   config = load_config(os.path.join(_ROOT, "configs", "stclr_synthetic.py"))
+  config.data.data_dir = args.data_dir
   config.pretext.maskfn = True
   config.pretext.hard_negatives = args.hardneg
   config.pretext.temporal_shift = args.timeaug
