@@ -83,6 +83,16 @@ def test_eight_devices_equal_one(bn_per_device):
   assert moved > 1e-2
 
 
+def _one_step_on_1_and_8_devices(config, batch):
+  """``[(state, metrics)]`` after one step on 1 device, then on 8."""
+  runs = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh, state, step = setup_step(config, devices)
+    state, m = step(state, _global(batch, mesh))
+    runs.append((jax.device_get(state), jax.device_get(m)))
+  return runs
+
+
 def test_eight_devices_equal_one_with_hard_negatives_in_float64():
   """Hard negatives: 4 clips per video through the one-pass encoder and
   4B rows in the all-gathered NT-Xent. One SGD step on 8 devices equals
@@ -98,12 +108,7 @@ def test_eight_devices_equal_one_with_hard_negatives_in_float64():
     )
     config.model.dtype = "float64"
     batch = {k: v.astype(np.float64) for k, v in _batch(hard=True).items()}
-    runs = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh, state, step = setup_step(config, devices)
-      state, m = step(state, _global(batch, mesh))
-      runs.append((jax.device_get(state), jax.device_get(m)))
-    (s1, m1), (s8, m8) = runs
+    (s1, m1), (s8, m8) = _one_step_on_1_and_8_devices(config, batch)
     assert float(m1["update_norm"]) > 1.0
     for k in ("loss", "grad_norm", "update_norm", "contrastive_top1"):
       np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-12)
@@ -196,12 +201,7 @@ def test_eight_devices_equal_one_with_the_other_losses_in_float64(loss, hard):
       k: v.astype(np.float64) if v.dtype == np.float32 else v
       for k, v in batch.items()
     }
-    runs = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh, state, step = setup_step(config, devices)
-      state, m = step(state, _global(batch, mesh))
-      runs.append((jax.device_get(state), jax.device_get(m)))
-    (s1, m1), (s8, m8) = runs
+    (s1, m1), (s8, m8) = _one_step_on_1_and_8_devices(config, batch)
     assert float(m1["update_norm"]) > 1.0
     extra = "maskfn_l2" if loss == "maskfn" else "anchors_with_positive"
     for k in ("loss", "grad_norm", "update_norm", "contrastive_top1", extra):

@@ -205,11 +205,9 @@ def pretrain_dataset(
     shard_index=shard_index,
   )
   if videos_per_subject:
-    stream = _subject_stream(
-      base, num_examples, m=videos_per_subject, **planned
-    )
+    stream = _subject_stream(base, num_examples, videos_per_subject, planned)
   elif whole_groups:
-    stream = _group_stream(base, num_examples, **planned)
+    stream = _group_stream(base, num_examples, planned)
   else:
     stream = _shuffled_stream(
       base.cache() if cache else base, num_examples, **planned
@@ -396,17 +394,22 @@ def _planned_stream(
   return stream.map(lambda s, i: (s, store.fetch(i)))
 
 
-def _subject_stream(
-  base, num_examples, *, batch_size, m, seed, start_step, shard_index
-):
+def _store(base, num_examples, what, seed):
+  if seed < 0:
+    raise ValueError(f"{what}: the seed must be >= 0, got {seed}")
+  return _VideoStore(base, num_examples, what)
+
+
+def _subject_stream(base, num_examples, m, planned):
   """``(element seed, video)`` in same-subject batch order: per epoch,
   :func:`pretext.same_subject_plan` seeded by ``(seed, shard, epoch)``.
   The plan needs random access, so the shard's videos are held in memory
   whatever ``cache`` says (:class:`_VideoStore`)."""
-  what = f"same-subject negatives (data shard {shard_index})"
-  if seed < 0:
-    raise ValueError(f"{what}: the seed must be >= 0, got {seed}")
-  store = _VideoStore(base, num_examples, what)
+  seed, shard, batch_size = (
+    planned[k] for k in ("seed", "shard_index", "batch_size")
+  )
+  what = f"same-subject negatives (data shard {shard})"
+  store = _store(base, num_examples, what, seed)
   subjects = store.meta["subject_id"].astype(np.int64)
   pretext.check_subjects(subjects, m, batch_size, what)
   info = pretext.subject_plan_info(subjects, m, batch_size // m)
@@ -425,29 +428,21 @@ def _subject_stream(
   )
 
   def plan(e):
-    rng = np.random.default_rng([seed, shard_index, int(e), 0x55B])
+    rng = np.random.default_rng([seed, shard, int(e), 0x55B])
     return pretext.same_subject_plan(subjects, m, batch_size // m, rng)[0]
 
-  return _planned_stream(
-    store,
-    plan,
-    info.epoch_length,
-    batch_size=batch_size,
-    seed=seed,
-    start_step=start_step,
-    shard_index=shard_index,
-  )
+  return _planned_stream(store, plan, info.epoch_length, **planned)
 
 
-def _group_stream(
-  base, num_examples, *, batch_size, seed, start_step, shard_index
-):
+def _group_stream(base, num_examples, planned):
   """``(element seed, video)`` with every group whole in one batch: per
-  epoch, :func:`pretext.group_plan` seeded by ``(seed, shard, epoch)``."""
-  what = f"whole-group batches (data shard {shard_index})"
-  if seed < 0:
-    raise ValueError(f"{what}: the seed must be >= 0, got {seed}")
-  store = _VideoStore(base, num_examples, what)
+  epoch, :func:`pretext.group_plan` seeded by ``(seed, shard, epoch)``
+  (videos in memory, as :func:`_subject_stream`)."""
+  seed, shard, batch_size = (
+    planned[k] for k in ("seed", "shard_index", "batch_size")
+  )
+  what = f"whole-group batches (data shard {shard})"
+  store = _store(base, num_examples, what, seed)
   groups = store.meta["group"].astype(np.int64)
   info = pretext.group_plan_info(groups, batch_size, what)
   logging.info(
@@ -463,18 +458,10 @@ def _group_stream(
   )
 
   def plan(e):
-    rng = np.random.default_rng([seed, shard_index, int(e), 0x6A0])
+    rng = np.random.default_rng([seed, shard, int(e), 0x6A0])
     return pretext.group_plan(groups, batch_size, rng)
 
-  return _planned_stream(
-    store,
-    plan,
-    info.epoch_length,
-    batch_size=batch_size,
-    seed=seed,
-    start_step=start_step,
-    shard_index=shard_index,
-  )
+  return _planned_stream(store, plan, info.epoch_length, **planned)
 
 
 def eval_clip_indices(num_frames, clip_len: int, num_clips: int):
