@@ -103,6 +103,40 @@ def define_flags() -> None:
     d.folder_fps,
     "Frame rate recorded for frame folders (0: unknown, left empty).",
   )
+  flags.DEFINE_float(
+    "min_confidence",
+    d.min_confidence,
+    "Evidence: drop detections less confident than this (0: keep all).",
+  )
+  flags.DEFINE_bool(
+    "keypoint_geometry",
+    d.keypoint_geometry,
+    "Evidence: drop detections whose five keypoints are not in a face's "
+    "geometry (eyes above nose above mouth, eye distance against the box; "
+    "detectors with keypoints only).",
+  )
+  flags.DEFINE_integer(
+    "min_track_frames",
+    d.min_track_frames,
+    "Evidence: a face track needs this many detections.",
+  )
+  flags.DEFINE_float(
+    "min_track_seconds",
+    d.min_track_seconds,
+    "Evidence: a face track must span this long (first to last detection).",
+  )
+  flags.DEFINE_float(
+    "min_track_density",
+    d.min_track_density,
+    "Evidence: a face track must be detected in this share of the examined "
+    "frames it spans (an isolated run of detections is not a face).",
+  )
+  flags.DEFINE_bool(
+    "detect_downscale",
+    d.detect_downscale,
+    "MTCNN: detect on frames shrunk so that a min_face face is 20 px "
+    "(faster); --nodetect_downscale detects at full resolution.",
+  )
   flags.DEFINE_integer("workers", 1, "Parallel worker processes.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
   flags.mark_flags_as_required(["input", "output"])
@@ -125,6 +159,12 @@ def main(argv) -> int:
     image_format=f.format,
     quality=f.quality,
     folder_fps=f.folder_fps,
+    min_confidence=f.min_confidence,
+    keypoint_geometry=f.keypoint_geometry,
+    min_track_frames=f.min_track_frames,
+    min_track_seconds=f.min_track_seconds,
+    min_track_density=f.min_track_density,
+    detect_downscale=f.detect_downscale,
   )
   try:
     summary = prepare(

@@ -90,9 +90,14 @@ class MtcnnDetector(FaceDetector):
   name = "mtcnn"
 
   def __init__(
-    self, min_face: int = 40, batch: int = 8, thresholds=(0.6, 0.7, 0.8)
+    self,
+    min_face: int = 40,
+    batch: int = 8,
+    thresholds=(0.6, 0.7, 0.8),
+    downscale: bool = True,
   ):
     super().__init__(min_face)
+    self.downscale = downscale
     mtcnn = _needs("mtcnn", "mtcnn>=1.0", self.name)
     self._model = mtcnn.MTCNN(
       stages="face_and_landmarks_detection", device="CPU:0"
@@ -107,7 +112,7 @@ class MtcnnDetector(FaceDetector):
 
   def detect(self, frames):
     frames = list(frames)
-    if self.min_face > 20 and frames:
+    if self.downscale and self.min_face > 20 and frames:
       h, w = frames[0].shape[:2]
       return detect_scaled(
         self._detect, frames, round(max(h, w) * 20 / self.min_face)
@@ -246,10 +251,14 @@ class LbpDetector(FaceDetector):
     )
 
 
-def make_detector(name: str = "mtcnn", min_face: int = 40) -> FaceDetector:
-  """The detector called ``name`` (one of :data:`DETECTORS`)."""
+def make_detector(
+  name: str = "mtcnn", min_face: int = 40, downscale: bool = True
+) -> FaceDetector:
+  """The detector called ``name`` (one of :data:`DETECTORS`);
+  ``downscale``: MTCNN's shrinking of the frames (see
+  :class:`MtcnnDetector`)."""
   if name == "mtcnn":
-    return MtcnnDetector(min_face)
+    return MtcnnDetector(min_face, downscale=downscale)
   elif name == "haar":
     return HaarDetector(min_face)
   elif name == "dlib":

@@ -43,6 +43,28 @@ class Settings:
   image_format: str = "jpg"
   quality: int = 95
   folder_fps: float = 0.0
+  # Evidence that a track is a face (tracking.TrackParams; thresholds and
+  # their measurements: BENCHMARKS.md, "Evidence for a face").
+  min_confidence: float = 0.95
+  keypoint_geometry: bool = True
+  min_track_frames: int = 3
+  min_track_seconds: float = 0.2
+  min_track_density: float = 0.5
+  # MTCNN: shrink frames so a min_face face is 20 px (faster), or not.
+  detect_downscale: bool = True
+
+  @classmethod
+  def no_evidence_rules(cls, **kw) -> Settings:
+    """The settings before the evidence rules: every detection counts and
+    a one-frame track is a face."""
+    return cls(
+      min_confidence=0.0,
+      keypoint_geometry=False,
+      min_track_frames=1,
+      min_track_seconds=0.0,
+      min_track_density=0.0,
+      **kw,
+    )
 
   def __post_init__(self):
     if self.size < 8:
@@ -59,7 +81,15 @@ class Settings:
 
   def track_params(self) -> tracking.TrackParams:
     return tracking.TrackParams(
-      self.detect_every, self.max_gap, self.smooth, self.choose
+      self.detect_every,
+      self.max_gap,
+      self.smooth,
+      self.choose,
+      min_confidence=self.min_confidence,
+      keypoint_geometry=self.keypoint_geometry,
+      min_track_frames=self.min_track_frames,
+      min_track_seconds=self.min_track_seconds,
+      min_track_density=self.min_track_density,
     )
 
 
@@ -156,6 +186,7 @@ def process(item: Item, settings: Settings, detector, output: str) -> dict:
     len(frames),
     lambda idx: detector.detect([frames[i] for i in idx]),
     settings.track_params(),
+    fps=fps or None,
   )
   kept = np.flatnonzero(track.kept)
   record.update(
@@ -171,16 +202,11 @@ def process(item: Item, settings: Settings, detector, output: str) -> dict:
       None if np.isnan(b[0]) else [round(float(v), 2) for v in b]
       for b in track.boxes_Tx3
     ],
+    rejected=track.rejected,
+    short_tracks=track.short_tracks,
   )
   if not track.faces_seen:
-    return _skip(
-      output,
-      record,
-      "no_face",
-      f"no face found "
-      f"({track.frames_examined} of {len(frames)} frames "
-      f"examined, detector {settings.detector})",
-    )
+    return _skip(output, record, "no_face", _no_face_reason(track, settings))
   if len(kept) < settings.min_frames:
     return _skip(
       output,
@@ -215,6 +241,38 @@ def process(item: Item, settings: Settings, detector, output: str) -> dict:
   return _save(output, record)
 
 
+def _no_face_reason(track, settings: Settings) -> str:
+  """Why no face track was kept, naming the rule that rejected the
+  detections (so a rejected false positive reads differently from a
+  miss)."""
+  found = (
+    f"{track.frames_examined} frames examined, detector {settings.detector}"
+  )
+  why = []
+  conf, geom = (
+    track.rejected.get(k, []) for k in ("confidence", "keypoint_geometry")
+  )
+  if conf:
+    why.append(
+      f"{len(conf)} frames' detections below "
+      f"min_confidence={settings.min_confidence}"
+    )
+  if geom:
+    why.append(f"{len(geom)} frames' detections failed keypoint_geometry")
+  if track.short_tracks:
+    n, sec, density = track.short_tracks[0]
+    why.append(
+      f"{len(track.short_tracks)} face tracks too short or too sparse, the "
+      f"longest {n} detections over {sec:g} s in {density:.0%} of its "
+      f"frames (min_track_frames={settings.min_track_frames}, "
+      f"min_track_seconds={settings.min_track_seconds:g}, "
+      f"min_track_density={settings.min_track_density:g})"
+    )
+  if not why:
+    return f"no face found ({found})"
+  return f"no face kept: {'; '.join(why)} ({found})"
+
+
 def load_done(item: Item, settings: Settings, output: str) -> dict | None:
   """The record of an earlier run, if it is complete and still valid for
   this input file and these settings."""
@@ -247,14 +305,21 @@ _WORKER = {}
 
 def _detector(settings: Settings, factory):
   """This process's detector, built once (per settings and factory)."""
-  key = (settings.detector, settings.min_face, factory)
+  key = (
+    settings.detector,
+    settings.min_face,
+    settings.detect_downscale,
+    factory,
+  )
   if key not in _WORKER:
     _WORKER.clear()
     try:
       _WORKER[key] = (
         factory(settings.min_face)
         if factory is not None
-        else detectors.make_detector(settings.detector, settings.min_face)
+        else detectors.make_detector(
+          settings.detector, settings.min_face, settings.detect_downscale
+        )
       )
     except Exception as e:
       raise DetectorError(

@@ -36,12 +36,36 @@ DETECTED, INTERPOLATED, BRIDGED, CUT = "D", "I", "B", "C"
 CHOICES = ("auto", "largest", "persistent")
 
 
+# Keypoint geometry of a plausible face (see keypoint_geometry; the
+# measurements behind the bounds: BENCHMARKS.md, "Evidence for a face").
+GEOMETRY = dict(
+  eye_distance=(0.25, 0.75),  # inter-ocular distance / box width
+  roll=45.0,  # degrees, eye line against the horizontal
+  nose=(0.15, 1.2),  # below the eyes, in eye distances
+  mouth=(0.5, 2.0),  # below the eyes (and below the nose)
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrackParams:
+  """How detections become one face track. The evidence rules (a face
+  detector also fires on text, textures and animals, in short isolated
+  runs): detections below ``min_confidence`` or, with
+  ``keypoint_geometry``, whose five keypoints are not a face's are
+  dropped; a track needs ``min_track_frames`` detections spanning
+  ``min_track_seconds`` (at ``fps``), found in at least
+  ``min_track_density`` of the examined frames of that span (not an
+  isolated run: a false positive comes and goes, a face stays)."""
+
   detect_every: int = 1  # run the detector on every k-th frame
   max_gap: int = 12  # longest face-less gap (frames) that is bridged
   smooth: float = 2.0  # Gaussian sigma in frames; 0 = no smoothing
   choose: str = "auto"  # auto (size x frames) | largest | persistent
+  min_confidence: float = 0.0
+  keypoint_geometry: bool = False
+  min_track_frames: int = 1
+  min_track_seconds: float = 0.0
+  min_track_density: float = 0.0
 
   def __post_init__(self):
     if self.detect_every < 1:
@@ -52,6 +76,22 @@ class TrackParams:
       raise ValueError(f"smooth must be >= 0, got {self.smooth}")
     if self.choose not in CHOICES:
       raise ValueError(f"choose must be one of {CHOICES}, got {self.choose!r}")
+    if not 0 <= self.min_confidence <= 1:
+      raise ValueError(
+        f"min_confidence must be in [0, 1], got {self.min_confidence}"
+      )
+    if self.min_track_frames < 1:
+      raise ValueError(
+        f"min_track_frames must be >= 1, got {self.min_track_frames}"
+      )
+    if not 0 <= self.min_track_density <= 1:
+      raise ValueError(
+        f"min_track_density must be in [0, 1], got {self.min_track_density}"
+      )
+    if self.min_track_seconds < 0:
+      raise ValueError(
+        f"min_track_seconds must be >= 0, got {self.min_track_seconds}"
+      )
 
 
 @dataclasses.dataclass
@@ -65,6 +105,11 @@ class Track:
   segments_cut: int = 0
   frames_cut: int = 0
   keypoints_Tx5x2: np.ndarray | None = None  # (x, y) pixels; NaN: none
+  # The evidence rules' work: frames whose detections were all dropped,
+  # per rule, and the tracks that did not count (detections, seconds,
+  # density).
+  rejected: dict = dataclasses.field(default_factory=dict)
+  short_tracks: list = dataclasses.field(default_factory=list)
 
   @property
   def kept(self) -> np.ndarray:
@@ -98,6 +143,63 @@ def _keypoints(boxes, i) -> np.ndarray:
   if len(row) < 15:
     return np.full((5, 2), np.nan)
   return row[5:15].reshape(5, 2)
+
+
+def keypoint_geometry(row) -> dict:
+  """A detection's keypoints measured against a face's: the inter-ocular
+  distance over the box width, the eye line's roll (degrees), and how far
+  below the eyes the nose and the mouth's centre are, in eye distances
+  (along the face's vertical). ``plausible``: all within
+  :data:`GEOMETRY` (True for a detection without keypoints)."""
+  row = np.asarray(row, np.float64)
+  if len(row) < 15 or not np.isfinite(row[5:15]).all():
+    return {"plausible": True}
+  kp = row[5:15].reshape(5, 2)
+  eye = kp[1] - kp[0]
+  d = float(np.hypot(*eye))
+  width = max(float(row[2] - row[0]), 1e-6)
+  roll = float(np.degrees(np.arctan2(eye[1], eye[0])))
+  down = np.array([-eye[1], eye[0]]) / max(d, 1e-6)  # the face's vertical
+  mid = (kp[0] + kp[1]) / 2
+  nose = float((kp[2] - mid) @ down) / max(d, 1e-6)
+  mouth = float(((kp[3] + kp[4]) / 2 - mid) @ down) / max(d, 1e-6)
+  g = GEOMETRY
+  plausible = (
+    g["eye_distance"][0] <= d / width <= g["eye_distance"][1]
+    and abs(roll) <= g["roll"]
+    and g["nose"][0] <= nose <= g["nose"][1]
+    and g["mouth"][0] <= mouth <= g["mouth"][1]
+    and nose < mouth
+  )
+  return {
+    "plausible": bool(plausible),
+    "eye_distance": d / width,
+    "roll": roll,
+    "nose": nose,
+    "mouth": mouth,
+  }
+
+
+def evidence_filter(dets: dict, params: TrackParams) -> tuple[dict, dict]:
+  """``dets`` without the detections that fail ``params``' confidence and
+  geometry rules, and ``{rule: [frames]}``: the frames that had
+  detections and lost all of them to that rule."""
+  kept, rejected = {}, {"confidence": [], "keypoint_geometry": []}
+  for t, boxes in dets.items():
+    b = _rows(boxes)
+    ok_score = b[:, 4] >= params.min_confidence
+    ok_geom = np.array(
+      [
+        not params.keypoint_geometry or keypoint_geometry(r)["plausible"]
+        for r in b
+      ],
+      bool,
+    )
+    kept[t] = b[ok_score & ok_geom]
+    if len(b) and not len(kept[t]):
+      rule = "confidence" if not ok_score.any() else "keypoint_geometry"
+      rejected[rule].append(int(t))
+  return kept, rejected
 
 
 def _distance(a, b) -> float:
@@ -183,19 +285,42 @@ def follow(
   num_frames: int,
   detect: Callable[[Sequence[int]], Sequence[np.ndarray]],
   params: TrackParams = TrackParams(),
+  fps: float | None = None,
 ) -> Track:
   """One face box per frame of a video of ``num_frames`` frames.
 
-  ``detect(frame_indices)`` returns one ``(K, 5)`` box array per index. With
-  no face anywhere, every frame is ``CUT`` and ``faces_seen`` is 0.
+  ``detect(frame_indices)`` returns one ``(K, 5)`` (or ``(K, 15)``) box
+  array per index. With no face anywhere, or none that passes the
+  evidence rules, every frame is ``CUT`` and ``faces_seen`` is 0; the
+  track's ``rejected`` and ``short_tracks`` say why. ``fps`` (frames per
+  second; 25 if unknown) measures ``min_track_seconds``.
   """
   if num_frames < 1:
     raise ValueError("follow() needs at least one frame")
   k, t_max = params.detect_every, num_frames - 1
   grid = sorted(set(range(0, num_frames, k)) | {t_max})
-  dets = dict(zip(grid, detect(grid)))
+  dets, rejected = evidence_filter(dict(zip(grid, detect(grid))), params)
   examined = set(grid)
   tracks = link(dets, max_skip=params.max_gap + k)
+
+  def evidence(tr):
+    """(detections, seconds, density) of a track."""
+    span = [t for t in grid if min(tr) <= t <= max(tr)]
+    sec = (max(tr) - min(tr) + 1) / (fps or 25.0)
+    return len(tr), round(sec, 3), round(len(tr) / len(span), 3)
+
+  def enough(tr):
+    n, sec, density = evidence(tr)
+    return (
+      n >= params.min_track_frames
+      and sec >= params.min_track_seconds
+      and density >= params.min_track_density
+    )
+
+  short = sorted(
+    (evidence(tr) for tr in tracks if not enough(tr)), reverse=True
+  )
+  tracks = [tr for tr in tracks if enough(tr)]
   states = np.full(num_frames, CUT)
   boxes = np.full((num_frames, 3), np.nan)
   if not tracks:
@@ -206,6 +331,8 @@ def follow(
       len(examined),
       segments_cut=1,
       frames_cut=num_frames,
+      rejected=rejected,
+      short_tracks=short,
     )
   face = dict(choose(tracks, params.choose))
   kp = np.full((num_frames, 5, 2), np.nan)
@@ -223,7 +350,8 @@ def follow(
     if todo:
       examined.update(todo)
       seen = np.array(sorted(face))
-      for t, found in zip(todo, detect(todo)):
+      refined, _ = evidence_filter(dict(zip(todo, detect(todo))), params)
+      for t, found in refined.items():
         near = face[int(seen[np.argmin(np.abs(seen - t))])]
         cands = square(found)
         dist = [_distance(near, c) for c in cands]
@@ -233,7 +361,14 @@ def follow(
 
   for t, box in face.items():
     boxes[t], states[t] = box, DETECTED
-  track = Track(boxes, "", len(tracks), len(examined))
+  track = Track(
+    boxes,
+    "",
+    len(tracks),
+    len(examined),
+    rejected=rejected,
+    short_tracks=short,
+  )
   for s, e in _runs(states != DETECTED):
     idx = np.arange(s, e)
     if not any(t in examined for t in idx):
