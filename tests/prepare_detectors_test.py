@@ -29,3 +29,13 @@ def test_scaled_detection_maps_boxes_to_full_size():
   seen.clear()
   detectors.detect_scaled(detect, frames)  # 0: full size
   assert seen == [(120, 200, 3)] * 2
+
+
+def test_scaled_detection_maps_keypoints_to_full_size_too():
+  """Rows with MTCNN's five keypoints: the boxes and the keypoints scale
+  back, the score does not."""
+  row = np.array([[10, 20, 30, 40, 0.9] + list(range(1, 11))], np.float32)
+  frames = [np.zeros((120, 200, 3), np.uint8)]
+  (got,) = detectors.detect_scaled(lambda fs: [row], frames, max_side=100)
+  np.testing.assert_allclose(got[0, :5], [20, 40, 60, 80, 0.9], rtol=1e-6)
+  np.testing.assert_allclose(got[0, 5:], 2 * np.arange(1, 11), rtol=1e-6)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from _helpers_prepare import (
   SETTINGS,
+  DimRedDetector,
   FixedDetector,
   RedDetector,
   red_square_frames,
@@ -244,3 +245,44 @@ def test_crop_keypoints_maps_the_box_to_the_clip():
     got[0, :4], [[0, 0], [24, 24], [48, 48], [-76, -56]]
   )
   assert np.isnan(got[0, 4, 0]) and got.dtype == np.float32
+
+
+def test_a_no_face_skip_names_the_rule_that_rejected_the_detections(
+  tmp_path,
+):
+  """A clip is only made of a track with evidence: a face found with a low
+  confidence, or in a sparse run (every 4th frame: 5 detections over 17
+  frames), is skipped as ``no_face`` with the rule in its reason; a video
+  where nothing was found says so. The same videos were prepared before the
+  rules (``Settings.no_evidence_rules``)."""
+  raw = tmp_path / "raw"
+  write_folder(raw / "solid", red_square_frames(20))
+  write_folder(
+    raw / "sparse",
+    red_square_frames(20, missing=[t for t in range(20) if t % 4]),
+  )
+  write_folder(raw / "empty", red_square_frames(20, missing=range(20)))
+  base = dict(detector="red", size=16, min_face=12, folder_fps=25)
+
+  def reasons(settings, factory, out):
+    s = run.prepare(
+      str(raw), str(tmp_path / out), settings, detector_factory=factory,
+      progress=False,
+    )  # fmt: skip
+    return {r["id"]: (r["status"], r.get("reason", "")) for r in s.records}
+
+  got = reasons(run.Settings(**base), RedDetector, "rules")
+  assert got["solid"][0] == "prepared"
+  assert got["sparse"][0] == "skipped"
+  assert "face tracks too short or too sparse" in got["sparse"][1]
+  assert "5 detections over 0.68 s in 29% of its frames" in got["sparse"][1]
+  assert "min_track_density=0.5" in got["sparse"][1]
+  assert got["empty"] == ("skipped", got["empty"][1])
+  assert got["empty"][1].startswith("no face found (20 frames examined")
+  dim = reasons(run.Settings(**base), DimRedDetector, "dim")
+  assert dim["solid"][0] == "skipped"
+  assert "20 frames' detections below min_confidence=0.95" in dim["solid"][1]
+  before = reasons(
+    run.Settings.no_evidence_rules(**base), DimRedDetector, "before"
+  )
+  assert before["solid"][0] == before["sparse"][0] == "prepared"

@@ -81,3 +81,75 @@ def test_smoothing_removes_jitter_and_keeps_motion():
   jitter = np.random.default_rng(0).normal(0, 2, line.shape)
   smooth = tracking.smooth_boxes(line + jitter, 2.0)
   assert np.abs(smooth - line).std() < 0.5 * jitter.std()
+
+
+# The evidence rules.
+
+_FACE = np.array(  # box (0, 0, 100, 100), eyes 40 apart, nose, mouth
+  [0, 0, 100, 100, 0.99, 30, 40, 70, 40, 50, 60, 35, 80, 65, 80], float
+)
+
+
+def _rotated(row, degrees):
+  """The keypoints turned about the eyes' midpoint (the box kept)."""
+  a = np.radians(degrees)
+  rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+  kp = row[5:].reshape(5, 2) - [50, 40]
+  return np.concatenate([row[:5], (kp @ rot.T + [50, 40]).ravel()])
+
+
+def test_keypoint_geometry_measures_a_face():
+  g = tracking.keypoint_geometry(_FACE)
+  assert g["plausible"]
+  np.testing.assert_allclose(
+    [g["eye_distance"], g["roll"], g["nose"], g["mouth"]], [0.4, 0, 0.5, 1.0]
+  )
+  g = tracking.keypoint_geometry(_rotated(_FACE, 30))  # a tilted head
+  assert g["plausible"]
+  np.testing.assert_allclose([g["roll"], g["nose"], g["mouth"]], [30, 0.5, 1])
+  assert not tracking.keypoint_geometry(_rotated(_FACE, 180))["plausible"]
+  assert not tracking.keypoint_geometry(_rotated(_FACE, 60))["plausible"]
+  squashed = _FACE.copy()
+  squashed[[12, 14]] = 55  # the mouth above the nose
+  assert not tracking.keypoint_geometry(squashed)["plausible"]
+  assert tracking.keypoint_geometry(_FACE[:5])["plausible"]  # no keypoints
+
+
+def test_evidence_filter_drops_detections_and_names_the_frames():
+  low = _FACE.copy()
+  low[4] = 0.5
+  upside = _rotated(_FACE, 180)
+  dets = {
+    0: [_FACE],
+    1: [low],
+    2: [upside],
+    3: [low, _FACE],
+    4: np.zeros((0, 5)),
+  }
+  params = tracking.TrackParams(min_confidence=0.9, keypoint_geometry=True)
+  kept, rejected = tracking.evidence_filter(dets, params)
+  assert [len(kept[t]) for t in range(5)] == [1, 0, 0, 1, 0]
+  assert rejected == {"confidence": [1], "keypoint_geometry": [2]}
+  kept, rejected = tracking.evidence_filter(dets, tracking.TrackParams())
+  assert [len(kept[t]) for t in range(5)] == [1, 1, 1, 2, 0]
+
+
+def test_tracks_without_enough_evidence_are_not_faces():
+  """A face found in every frame stays; one found in every 4th frame (an
+  isolated run, as a false positive comes and goes) or in 2 frames does
+  not, and the track says why: (detections, seconds, density)."""
+  params = tracking.TrackParams(
+    min_track_frames=3, min_track_seconds=0.2, min_track_density=0.5
+  )
+  tr = tracking.follow(20, _detections(lambda t: True), params, fps=25)
+  assert tr.faces_seen == 1 and tr.short_tracks == []
+  tr = tracking.follow(20, _detections(lambda t: t % 4 == 0), params, fps=25)
+  assert tr.faces_seen == 0 and set(tr.states) == {"C"}
+  assert tr.short_tracks == [(5, 0.68, 0.294)]
+  tr = tracking.follow(20, _detections(lambda t: t in (3, 4)), params, fps=25)
+  assert tr.faces_seen == 0 and tr.short_tracks == [(2, 0.08, 1.0)]
+  # 3 detections in 3 frames: enough frames, too short at 25 frames/s,
+  # long enough at 10.
+  three = _detections(lambda t: t in (3, 4, 5))
+  assert tracking.follow(20, three, params, fps=25).faces_seen == 0
+  assert tracking.follow(20, three, params, fps=10).faces_seen == 1
