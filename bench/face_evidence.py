@@ -15,9 +15,11 @@ images that scikit-image ships, so nothing is downloaded:
   them with the face entering and leaving the frame), and 14 people of
   ``lfw_subset`` (25 px crops enlarged to 60-120 px, blurry).
 
-Reported per setting: the share of no-face videos that ``prepare`` turns
-into a clip (false positives), the share of face videos it keeps (true
-positives), the frames kept, the reasons of the skips, and the time. With
+Reported per setting (no rules, each rule alone, all rules; at the
+default scale and at full resolution): the share of no-face videos that
+``prepare`` turns into a clip (false positives), the share of face videos
+it keeps (true positives), the face frames kept, the no-face videos kept
+and the face videos skipped with their reasons, and the wall time. With
 ``--detections`` it also prints the MTCNN detections' confidence and
 keypoint geometry on both sets (the measurements behind the rules'
 thresholds).
@@ -317,6 +319,21 @@ def main(argv=None):
     "before (no rules), default scale": run.Settings.no_evidence_rules(),
     "before (no rules), full resolution": run.Settings.no_evidence_rules(
       detect_downscale=False
+    ),
+    "confidence rule alone, default scale": run.Settings.no_evidence_rules(
+      min_confidence=run.Settings.min_confidence
+    ),
+    "geometry rule alone, default scale": run.Settings.no_evidence_rules(
+      keypoint_geometry=True
+    ),
+    "track frames and seconds alone, default scale": (
+      run.Settings.no_evidence_rules(
+        min_track_frames=run.Settings.min_track_frames,
+        min_track_seconds=run.Settings.min_track_seconds,
+      )
+    ),
+    "track density alone, default scale": run.Settings.no_evidence_rules(
+      min_track_density=run.Settings.min_track_density
     ),
     "after (rules), default scale": run.Settings(folder_fps=FPS),
     "after (rules), full resolution": run.Settings(

@@ -55,16 +55,16 @@ class Settings:
 
   @classmethod
   def no_evidence_rules(cls, **kw) -> Settings:
-    """The settings before the evidence rules: every detection counts and
-    a one-frame track is a face."""
-    return cls(
+    """The settings before the evidence rules (every detection counts and
+    a one-frame track is a face), with ``kw`` on top."""
+    off = dict(
       min_confidence=0.0,
       keypoint_geometry=False,
       min_track_frames=1,
       min_track_seconds=0.0,
       min_track_density=0.0,
-      **kw,
     )
+    return cls(**{**off, **kw})
 
   def __post_init__(self):
     if self.size < 8:
