@@ -31,7 +31,9 @@ def frames_dataset(root, n=12, t=(5, 9), size=24):
       Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(
         os.path.join(folder, f"{j:03d}.png")
       )
-    kp = face * size + rng.normal(0, 0.5, (frames, 5, 2))
+    # Its own generator: the frames stay those of the data set before.
+    jitter = np.random.default_rng([1, i]).normal(0, 0.5, (frames, 5, 2))
+    kp = face * size + jitter
     np.save(os.path.join(folder, "keypoints.npy"), kp.astype(np.float32))
     lines.append(f"v{i:02d},{['a', 'b', 'c'][i % 3]},s{i // 3}")
   with open(os.path.join(root, "videos.csv"), "w") as f:
