@@ -140,6 +140,9 @@ def pretrain(arm, args, times):
   t0 = time.time()
   out = train.pretrain(config, workdir)
   times[f"pretrain {arm}"] = time.time() - t0
+  if not out["history"]:  # resumed at its last step: nothing to train
+    print(f"[{arm}] already pretrained in {workdir}", flush=True)
+    return workdir
   last = out["history"][-1]
   print(
     f"[{arm}] pretrained: step {last['step']}, NT-Xent {last['loss']:.3f}, "

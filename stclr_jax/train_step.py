@@ -5,7 +5,11 @@ One ``jax.jit`` over a ``Mesh(('data',))`` (:mod:`stclr_jax.mesh`): the
 global batch of two views is sharded on ``'data'``; parameters and optimiser
 state are replicated and donated; BatchNorm statistics are global (or per
 device with ``model.bn_per_device``); NT-Xent all-gathers the negatives in
-``shard_map`` (:func:`stclr_jax.losses.make_sharded_nt_xent`).
+``shard_map`` (:func:`stclr_jax.losses.make_sharded_nt_xent`), as do the
+pretext options' losses (:func:`make_sharded_loss`): MaskFN, whose
+face-part descriptors are computed here, on the device
+(:mod:`stclr_jax.descriptors`), and the multi-positive NT-Xent of CL-MEx's
+views (group ids per row, :func:`row_groups`).
 
 This module imports jax, flax, optax and the library's models and losses
 only, so the step runs where TensorFlow, TFDS, ml-collections and clu are
