@@ -301,34 +301,39 @@ _SHARP = dataclasses.replace(
 
 
 def test_eye_keypoints_sit_on_the_rendered_eyes_as_the_head_moves():
-  """The centroid of the dark pixels (iris, pupil, lashes) around each eye
-  keypoint is within 0.1 eye distances of it, in every frame of 18 videos
-  with head motion (translation, roll, scale)."""
-  worst = 0.0
+  """The centroid of the dark pixels (iris, pupil, lashes) within 0.15 eye
+  distances of each eye keypoint is at most 0.07 eye distances from it
+  (measured: 0.049), and 0.03 at the median (measured: 0.013), in every
+  frame of 18 videos with head motion (translation, roll, scale)."""
+  errors = []
   for s in (1, 2, 3):
     for e in range(6):
       video, kp = se.generate_example(s, e, _SHARP)
       lum = video.astype(np.float64).mean(-1)
       for t in range(len(video)):
         d = np.linalg.norm(kp[t, 1] - kp[t, 0])
-        r = int(0.2 * d)
+        r = int(0.15 * d)
         for x, y in kp[t, :2]:
           x0, y0 = int(x) - r, int(y) - r
           win = lum[t, y0 : y0 + 2 * r + 1, x0 : x0 + 2 * r + 1]
           ys, xs = np.nonzero(win < 0.5 * np.median(win))
           c = np.array([xs.mean() + x0 + 0.5, ys.mean() + y0 + 0.5])
-          worst = max(worst, np.linalg.norm(c - (x, y)) / d)
-  assert worst < 0.1, worst
+          errors.append(np.linalg.norm(c - (x, y)) / d)
+  assert max(errors) < 0.07 and np.median(errors) < 0.03, (
+    max(errors),
+    np.median(errors),
+  )
 
 
 def test_mouth_keypoints_are_the_rendered_mouth_corners():
   """At the apex (the mouth's width moved by the expression), the run of
-  non-skin pixels along the corners' row ends within 1.5 px of the two
-  corner keypoints, in at least 16 of 18 videos: nasolabial folds and
-  wrinkles, drawn near the corners, may cross that row and lengthen the
-  run (disgust's do in one of these)."""
+  non-skin pixels along the corners' row ends near the two corner
+  keypoints: the median error is below 0.6 px (measured: 0.40), and both
+  ends are within 2 px in at least 16 of 18 videos (measured: 17).
+  Nasolabial folds and wrinkles, drawn near the corners, may cross that
+  row and lengthen a run: disgust's do here, by 7 px."""
   still = dataclasses.replace(_SHARP, head_motion=0.0)
-  good = 0
+  errors = []
   for s in (1, 2, 3):
     for e in range(6):
       video, kp = se.generate_example(s, e, still)
@@ -337,10 +342,10 @@ def test_mouth_keypoints_are_the_rendered_mouth_corners():
       row = frame[int(k[3, 1])]
       lo, hi = int(k[3, 0]) - 6, int(k[4, 0]) + 7
       xs = lo + np.nonzero(np.abs(row[lo:hi] - skin).sum(-1) > 40)[0]
-      good += (
-        abs(xs.min() - k[3, 0]) <= 1.5 and abs(xs.max() + 1 - k[4, 0]) <= 1.5
-      )
-  assert good >= 16, good
+      errors.append([abs(xs.min() - k[3, 0]), abs(xs.max() + 1 - k[4, 0])])
+  errors = np.array(errors)
+  assert np.median(errors) < 0.6, np.median(errors)
+  assert np.sum(errors.max(1) <= 2) >= 16, errors
 
 
 def test_views_share_the_sequence_and_differ_in_pose_and_light():
