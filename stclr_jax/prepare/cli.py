@@ -18,9 +18,14 @@ Each video's face is found with a detector that ships its weights in its
 wheel (MTCNN by default, see ``detectors.py``) and followed over time
 (``tracking.py``); a square box around it, enlarged by ``margin`` of the
 face size on every side, is cropped, resized to ``size`` x ``size`` and
-written as a frame folder. ``--output`` receives:
+written as a frame folder. A face track needs evidence first
+(``--min_confidence``, ``--keypoint_geometry``, ``--min_track_frames``,
+``--min_track_seconds``, ``--min_track_density``; see ``tracking.py``):
+a detector also fires on wheels, textures and lettering, in short sparse
+runs. ``--output`` receives:
 
-* ``clips/<id>/000000.jpg ...``: the face clips;
+* ``clips/<id>/000000.jpg ...``: the face clips, and ``keypoints.npy``
+  (MTCNN's five face keypoints per frame, in the clip's pixels);
 * ``manifest.csv``: ``path,label,subject,frames_in,frames_kept,fps``
   (``fps`` is empty for frame folders unless ``--folder_fps`` is given);
 * ``videos.csv``: ``path,label,subject,group``, what the ``video_folder``
@@ -28,7 +33,9 @@ written as a frame folder. ``--output`` receives:
   --config.data.csv_path=<output>/videos.csv``; it takes at most these four
   columns, hence a second file);
 * ``skipped.csv``: ``path,kind,reason`` for every input that was not
-  written (``corrupt``, ``no_face``, ``too_short``, ``error``);
+  written (``corrupt``, ``no_face``, ``too_short``, ``error``); a
+  ``no_face`` reason names the evidence rule that rejected the
+  detections, if any did;
 * ``.prepare/<id>.json``: per input, what was done (boxes, frame states,
   counts) and for which input file and settings. A rerun reuses every
   record whose input file and settings are unchanged, so an interrupted
