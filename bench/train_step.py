@@ -60,6 +60,7 @@ flags the figures UNRELIABLE when other jobs shared the cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -258,10 +259,37 @@ def device_peak_flops(dtype, override):
   return float("nan"), f"{kind}: unknown peak (pass --peak_tflops)"
 
 
+@contextlib.contextmanager
+def _cpu_convolutions(lowering):
+  """``LOWERING+ynnpack``: the library's step built without its XLA:CPU
+  compiler options (models.xla_compiler_options), so XLA:CPU runs the
+  convolutions in YNNPACK, its own default; plain ``LOWERING``: the
+  library's choice (Eigen's convolutions on the CPU)."""
+  _, plus, library = lowering.partition("+")
+  if not plus:
+    yield
+    return
+  if library != "ynnpack":
+    raise ValueError(
+      f"--lowering: LOWERING or LOWERING+ynnpack, got {lowering!r}"
+    )
+  saved = models.mesh_compiler_options
+  models.mesh_compiler_options = lambda mesh: None
+  try:
+    yield
+  finally:
+    models.mesh_compiler_options = saved
+
+
 class _JaxRunner:
   """One compiled JAX step and its (donated) state."""
 
   def __init__(self, a, step, batch, frames, size, dtype, lowering):
+    with _cpu_convolutions(lowering):
+      self._build(a, step, batch, frames, size, dtype, lowering)
+
+  def _build(self, a, step, batch, frames, size, dtype, lowering):
+    lowering, _, _ = lowering.partition("+")
     if step == "pretrain":
       built = build_jax(
         batch,
@@ -456,7 +484,9 @@ def main():
   p.add_argument(
     "--lowering",
     default="auto",
-    help="VideoConv lowering: auto | matmul | spatial2d | conv3d",
+    help="VideoConv lowerings, comma-separated: auto | conv2d | matmul |"
+    " spatial2d | conv3d, each optionally +ynnpack (XLA:CPU's own"
+    " YNNPACK convolutions instead of the library's Eigen ones)",
   )
   p.add_argument("--torch_compile", action="store_true")
   p.add_argument("--peak_tflops", type=float, default=0.0)

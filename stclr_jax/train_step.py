@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 from stclr_jax import descriptors as descriptors_lib
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
+from stclr_jax import models
 from stclr_jax.data import device_augment
 
 
@@ -327,4 +328,5 @@ def make_train_step(
     in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
     out_shardings=(replicated, mesh_lib.replicated(mesh)),
     donate_argnums=(0,),
+    compiler_options=models.mesh_compiler_options(mesh),
   )

@@ -64,10 +64,19 @@ class Runner:
     self._eval_graphdef, _ = nnx.split(model)
     model.train()
     self._stats_graphdef = _statistics_graph(model)
-    self._features = jax.jit(self._features_fn, out_shardings=self._data)
-    self._logits = jax.jit(self._logits_fn, out_shardings=self._data)
+    self._options = models.mesh_compiler_options(mesh)
+    self._features = jax.jit(
+      self._features_fn,
+      out_shardings=self._data,
+      compiler_options=self._options,
+    )
+    self._logits = jax.jit(
+      self._logits_fn, out_shardings=self._data, compiler_options=self._options
+    )
     self._batch_stats = jax.jit(
-      self._batch_stats_fn, out_shardings=self.replicated
+      self._batch_stats_fn,
+      out_shardings=self.replicated,
+      compiler_options=self._options,
     )
 
   def _normalize(self, x):
@@ -188,6 +197,7 @@ class Runner:
       in_shardings=(self.replicated, self._data, self.replicated),
       out_shardings=(self.replicated, self.replicated),
       donate_argnums=(0,),
+      compiler_options=self._options,
     )
 
 

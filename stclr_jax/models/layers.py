@@ -11,6 +11,7 @@ compute ``dtype`` inside ``__call__`` (mixed precision).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 
 import jax
@@ -100,7 +101,59 @@ def _gemm_wgrad_pays(channels: int, strides: tuple[int, int]) -> bool:
   return channels >= 64 or (channels >= 32 and max(strides) > 1)
 
 
-LOWERINGS = ("auto", "matmul", "spatial2d", "conv3d")
+LOWERINGS = ("auto", "conv2d", "matmul", "spatial2d", "conv3d")
+
+# XLA:CPU (jaxlib 0.10) hands every convolution to YNNPACK by default; its
+# default YNNPACK fusions are reductions, single dots and convolutions. On
+# R(2+1)D's shapes YNNPACK's convolutions were 1.6-3.3x slower than XLA's
+# Eigen ones, and much slower still for the kernel gradient (BENCHMARKS.md,
+# "Convolutions on XLA:CPU"). The library's jits keep the other two.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_WITHOUT_CONVOLUTIONS = (
+  "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+)
+
+
+@functools.cache
+def _ynn_option_supported() -> bool:
+  """Whether this jaxlib's XLA:CPU takes the YNNPACK option (one tiny
+  compilation, once per process)."""
+  try:
+    cpu = jax.devices("cpu")[0]
+    jax.jit(
+      lambda v: v + 1,
+      compiler_options={_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS},
+    ).lower(jax.device_put(jnp.zeros((), jnp.float32), cpu)).compile()
+  except Exception:  # an older XLA without the option: its defaults stand
+    return False
+  return True
+
+
+def xla_compiler_options(platform: str | None = None) -> dict | None:
+  """Compiler options for a ``jax.jit`` that runs the encoder on
+  ``platform`` (default: JAX's default backend): on the CPU, XLA's Eigen
+  convolutions instead of YNNPACK's, the rest of XLA's defaults unchanged;
+  elsewhere ``None``. Also ``None`` when ``XLA_FLAGS`` already sets
+  ``--xla_cpu_experimental_ynn_fusion_type`` (the user's choice stands; set
+  it to ``reduce,individual_dot,individual_convolution`` to run XLA's own
+  default) or when this jaxlib has no such option.
+
+  The library's steps (pretraining, fine-tuning, feature extraction) pass
+  it to their ``jax.jit``; pass it to your own:
+  ``jax.jit(f, compiler_options=xla_compiler_options())``."""
+  platform = platform or jax.default_backend()
+  if platform != "cpu":
+    return None
+  if _YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
+    return None
+  if not _ynn_option_supported():
+    return None
+  return {_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS}
+
+
+def mesh_compiler_options(mesh) -> dict | None:
+  """:func:`xla_compiler_options` for the platform of ``mesh``'s devices."""
+  return xla_compiler_options(mesh.devices.flat[0].platform)
 
 
 class VideoConv(nnx.Module):
@@ -109,19 +162,25 @@ class VideoConv(nnx.Module):
   The maths is always that of ``Conv3d(kernel, stride, padding)``; the
   ``lowering`` picks how it runs:
 
-  * ``"matmul"`` (measured fastest for a whole training step on XLA:CPU, see
-    BENCHMARKS.md): a purely spatial ``(1, kh, kw)`` kernel with time stride
-    1 runs as a 2-D convolution over ``batch*time`` frames whose kernel
+  * ``"conv2d"`` (measured fastest for a whole training step on XLA:CPU with
+    Eigen's convolutions, :func:`xla_compiler_options`; BENCHMARKS.md): every
+    (2+1)D kernel as a 2-D convolution with XLA's own gradients. A spatial
+    ``(1, kh, kw)`` kernel with time stride 1 runs over the
+    ``batch*time`` frames; a temporal ``(kt, 1, 1)`` or pointwise ``1x1x1``
+    kernel without spatial padding runs as a ``(kt, 1)`` kernel over
+    ``(batch, time, height*width)`` (spatial strides as slices); every other
+    kernel (R3D's and MC3's) as a 3-D convolution.
+  * ``"matmul"``: the spatial kernels as 2-D convolutions whose kernel
     gradient is one matrix product (:func:`conv2d_gemm_wgrad`) where that
-    pays (:func:`_gemm_wgrad_pays`); a temporal
-    ``(kt, 1, 1)`` or pointwise ``1x1x1`` kernel without spatial padding runs
-    as a matrix product (spatial strides as slices, the ``kt`` strided,
-    zero-padded time taps concatenated along channels, one ``(kt*in, out)``
-    matmul); every other kernel as a 3-D convolution.
+    paid with YNNPACK's convolutions (:func:`_gemm_wgrad_pays`); a temporal
+    or pointwise kernel without spatial padding as a matrix product
+    (spatial strides as slices, the ``kt`` strided, zero-padded time taps
+    concatenated along channels, one ``(kt*in, out)`` matmul); every other
+    kernel as a 3-D convolution.
   * ``"spatial2d"``: the ``(1, kh, kw)`` kernels as 2-D convolutions with
     XLA's own gradients, every other kernel as a 3-D convolution.
   * ``"conv3d"``: the 3-D form everywhere.
-  * ``"auto"`` (default): ``"matmul"`` when JAX's default backend is the
+  * ``"auto"`` (default): ``"conv2d"`` when JAX's default backend is the
     CPU, else ``"spatial2d"`` (measure the others there with
     ``bench/train_step.py --lowering``).
 
@@ -174,7 +233,7 @@ class VideoConv(nnx.Module):
     b, t, h, wd, c = x.shape
     lowering = self.lowering
     if lowering == "auto":
-      lowering = "matmul" if jax.default_backend() == "cpu" else "spatial2d"
+      lowering = "conv2d" if jax.default_backend() == "cpu" else "spatial2d"
     if lowering != "conv3d" and kt == 1 and st == 1 and pt == 0:
       pad = ((ph, ph), (pw, pw))
       x2 = x.reshape(b * t, h, wd, c)
@@ -185,6 +244,8 @@ class VideoConv(nnx.Module):
       return y.reshape(b, t, *y.shape[1:])
     if lowering == "matmul" and kh == kw == 1 and ph == pw == 0:
       return self._temporal_matmul(x, w)
+    if lowering == "conv2d" and kh == kw == 1 and ph == pw == 0:
+      return self._temporal_conv2d(x, w)
     return jax.lax.conv_general_dilated(
       x,
       w,
@@ -192,6 +253,18 @@ class VideoConv(nnx.Module):
       [(p, p) for p in self.padding],
       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
     )
+
+  def _temporal_conv2d(self, x, w):
+    """``(kt, 1, 1)`` convolution as a ``(kt, 1)`` 2-D convolution over
+    ``(batch, time, height*width)`` (spatial strides as slices)."""
+    (st, sh, sw), (pt, _, _) = self.strides, self.padding
+    if (sh, sw) != (1, 1):
+      x = x[:, :, ::sh, ::sw]
+    b, t, h, wd, c = x.shape
+    y = _conv2d(
+      x.reshape(b, t, h * wd, c), w[:, 0], (st, 1), ((pt, pt), (0, 0))
+    )
+    return y.reshape(b, y.shape[1], h, wd, y.shape[-1])
 
   def _temporal_matmul(self, x, w):
     """``(kt, 1, 1)`` convolution as time-tap concatenation + one matmul."""
