@@ -105,9 +105,10 @@ LOWERINGS = ("auto", "conv2d", "matmul", "spatial2d", "conv3d")
 
 # XLA:CPU (jaxlib 0.10) hands every convolution to YNNPACK by default; its
 # default YNNPACK fusions are reductions, single dots and convolutions. On
-# R(2+1)D's shapes YNNPACK's convolutions were 1.6-3.3x slower than XLA's
-# Eigen ones, and much slower still for the kernel gradient (BENCHMARKS.md,
-# "Convolutions on XLA:CPU"). The library's jits keep the other two.
+# R(2+1)D's shapes YNNPACK's convolutions were up to 3.5x slower than XLA's
+# Eigen ones, the kernel gradients 2.6-3.5x (bench/cpu_convolutions.py,
+# BENCHMARKS.md "Convolutions on XLA:CPU"). The library's jits keep the
+# other two.
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _YNN_WITHOUT_CONVOLUTIONS = (
   "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
