@@ -288,8 +288,8 @@ class _JaxRunner:
     with _cpu_convolutions(lowering):
       self._build(a, step, batch, frames, size, dtype, lowering)
 
-  def _build(self, a, step, batch, frames, size, dtype, lowering):
-    lowering, _, _ = lowering.partition("+")
+  def _build(self, a, step, batch, frames, size, dtype, label):
+    lowering, _, _ = label.partition("+")
     if step == "pretrain":
       built = build_jax(
         batch,
@@ -307,7 +307,7 @@ class _JaxRunner:
     self.step, self.state, self.data, self.info = built
     print(
       f"jax {jax.__version__} {jax.devices()[0].device_kind}: "
-      f"{self.info['which']}, lowering {lowering!r}; "
+      f"{self.info['which']}, lowering {label!r}; "
       f"{self.info['params']:,} parameters; compile "
       f"{self.info['compile_s']:.1f} s",
       flush=True,
