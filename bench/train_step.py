@@ -143,7 +143,7 @@ def _compiled_info(step, *args):
   return compiled, info
 
 
-def build_jax(
+def jax_pretrain_step(
   batch,
   frames,
   size,
@@ -153,8 +153,8 @@ def build_jax(
   lowering="auto",
   optimizer="sgd",
 ):
-  """The pretraining step: returns (compiled step, state, batch, info
-  dict); the batch is sharded over ``devices`` (default: the first
+  """The pretraining step before compilation: returns (jitted step, state,
+  batch, model); the batch is sharded over ``devices`` (default: the first
   device)."""
   rngs = nnx.Rngs(0)
   encoder = _encoder(width, dtype, lowering, rngs)
@@ -178,6 +178,25 @@ def build_jax(
     optax.constant_schedule(lr),
     state,
     temperature=TEMPERATURE,
+  )
+  return step, state, data, model
+
+
+def build_jax(
+  batch,
+  frames,
+  size,
+  dtype,
+  width=1.0,
+  devices=None,
+  lowering="auto",
+  optimizer="sgd",
+):
+  """The pretraining step: returns (compiled step, state, batch, info
+  dict); the batch is sharded over ``devices`` (default: the first
+  device)."""
+  step, state, data, model = jax_pretrain_step(
+    batch, frames, size, dtype, width, devices, lowering, optimizer
   )
   compiled, info = _compiled_info(step, state, data)
   info["which"] = f"stclr_jax.train_step.make_train_step, {optimizer}"
