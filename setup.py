@@ -41,8 +41,10 @@ EXTRAS = {
     "ruff>=0.14,<0.15",  # make lint (pyproject.toml)
     # tests/packaging_test.py builds the wheel without isolation.
     "setuptools>=70.1",
-    "scikit-image>=0.22,<0.27",
-  ],  # astronaut() for prepare's tests
+    "scikit-image>=0.22,<0.27",  # astronaut() for prepare's tests
+    # tests/evaluation_stats_test.py checks the statistics against it.
+    "scipy>=1.11",
+  ],
   # Reading torchvision .pth checkpoints (stclr_jax.convert.torchvision).
   # The parity tests also need torchvision, installed with --no-deps by
   # `make test` (see Makefile).

@@ -1,49 +1,53 @@
-"""Does pretraining help? The whole protocol on the built-in synthetic data,
-CPU-sized, in one command: Table VI's question on data where supervised
-training from scratch learns the expression.
+"""Which pretraining gives an encoder expression features? The calibrated
+benchmark on the built-in synthetic data, CPU-sized, in one command.
 
-Arms (``--arms``):
+Populations (``synthetic_expressions``), each its own people:
 
-* ``scratch``: no pretraining, a random encoder (BatchNorm statistics
-  re-estimated per fold, ``eval.bn_reestimate``);
-* ``stclr``: ST-CLR pretraining (``configs/stclr_synthetic.py``) on the
-  unlabelled pool, subjects disjoint from the labelled ones;
-* ``stclr_no_temporal``: the same without temporal augmentation
-  (``:aug=no_temporal``, Table IV);
-* ``stclr_timeaug``, ``stclr_hardneg``, ``stclr_samesubject``: ST-CLR with
-  one pretext option on (``pretext.temporal_shift``,
-  ``pretext.hard_negatives``, ``pretext.same_subject_negatives``, at their
-  defaults: SSL-FER's offsets and gap, 2 videos per subject);
-* ``stclr_combined``: all three options together;
-* ``stclr_samesubject6``: same-subject batches of 3 subjects x all 6 of
-  their videos (batch 18): a third of every anchor's negatives show its
-  own person, against one in 15 with the default 8 x 2.
-* ``stclr_maskfn``: SSL-FER's MaskFN (``pretext.maskfn``: HOG of the
-  eye and mouth crops picks each anchor's false negative);
-* ``stclr_timeaug_hardneg_maskfn``: SSL-FER's TimeAug + HardNeg + MaskFN
-  (its best row without FaceSwap, which is not built);
-* ``stclr_views``, ``clmex``: pretraining on the multi-view pool
-  (``synthetic_expressions/expressive_views_pool``: 136 other people x 6
-  sequences x 3 views, 2,448 videos), batches of 18: ST-CLR (NT-Xent, any
-  shuffle) and CL-MEx (``pretext.multi_view_positives``: 6 whole groups
-  per batch, every clip of a sequence's 3 views a positive).
+* the **pool** (``expressive_pool``, subjects 1001-1400, no labels): what
+  every arm pretrains on; its labelled twin (``expressive_pool_labelled``,
+  bit-identical videos) is read only by the ``supervised_pool`` control;
+* the **labelled 80** (``expressive``, subjects 1-80): the paper's
+  protocol, subject-independent folds (``--folds``);
+* the **held-out population** (``expressive_heldout``, subjects
+  3001-3200, 1,200 videos): scored by every run's final model, never
+  trained or tuned on; the table ranks by it;
+* the **development population** (``expressive_dev``, subjects
+  4001-4080): ``--population=dev`` runs the same protocol on it, with no
+  held-out scoring. Every knob of the recipe was chosen there.
 
-Each arm is evaluated with ``configs/finetune_synthetic.py`` at every label
-fraction (``--labels``, percent of each fold's training videos) on the
-subject-independent folds ``--folds``:
+Runs: each arm at each label fraction is evaluated on every fold of
+``--folds`` x (below 100% labels) ``--draws`` label subsets, or (at 100%)
+``--seeds`` training seeds: the same runs, paired by name, in every arm.
+The recipe (:data:`RECIPE`): budgets in optimisation steps, equal at every
+fraction; the linear phase on standardised features (its held-out accuracy
+is the ``linear_probe_acc`` column); fine-tuning from a zero head.
 
-* linear probe: ``linear_only=1`` (frozen encoder, standardised features);
-* fine-tuned: the protocol's linear phase, then the whole model;
-* identity probe: the subject from the frozen features (ridge, leave one
-  expression out; ``report.json``'s ``identity_probe``).
+Arms (``--arms``; :data:`TABLE` is the default set):
 
-A reference row gives the closed-form ridge on apex - neutral pixels on the
-same folds (it is told which frames are neutral and apex: an easier task).
-Prints a markdown table (mean ± std over folds) and the wall time of every
-stage; ``WORKDIR/summary.json`` holds it all. Every stage resumes from
-``--workdir``.
+* ``scratch``: a random encoder (BatchNorm statistics re-estimated per run);
+* controls, pretrained with labels on the pool (same budget in clips as
+  ST-CLR): ``supervised_pool`` (the expression: positive control),
+  ``identity_pool`` (the subject: negative), ``shuffled_pool`` (permuted
+  expressions: "a trained start" without expression information);
+* ``stclr`` (``configs/stclr_synthetic.py``), ``stclr_no_temporal``,
+  ``stclr_timeaug_hardneg_maskfn`` (SSL-FER's row without FaceSwap),
+  ``clmex`` (multi-view pool), and the single pretext options;
+* ``pixels``: ridge on apex - neutral pixels (told which frames are which:
+  an easier task), on each run's labelled subset, scored like the others.
 
-  python bench/synthetic_protocol.py --workdir=workdirs/protocol
+Statistics (:mod:`stclr_jax.evaluation.stats`): per arm and fraction, the
+held-out accuracy (mean over runs, t-interval), the fold-protocol
+accuracy, the paired difference to ``scratch`` over runs (t-interval) and
+by a subject-level paired bootstrap on the held-out population; the
+design's minimum detectable difference (MDE: the paired t test's, at
+alpha 0.05 and power 0.8, from the differences' pooled std); and the
+validity gate ``supervised_pool - identity_pool >= 3 x MDE`` at the
+smallest fraction. ``--out=PATH.json`` writes it all (fractions in [0, 1]).
+
+  python bench/synthetic_protocol.py --workdir=workdirs/bench --out=b.json
+
+Everything resumes from ``--workdir``: pretraining (controls included)
+under ``v<BENCH_VERSION>/``, each run's fold file and logits.
 """
 
 from __future__ import annotations
@@ -65,24 +69,45 @@ import synthetic_diagnosis  # noqa: E402
 
 from stclr_jax import train  # noqa: E402
 from stclr_jax.demo import load_config  # noqa: E402
-from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
-from stclr_jax.evaluation import probes, protocol  # noqa: E402
-
-ARMS = (
-  "scratch",
-  "stclr",
-  "stclr_no_temporal",
-  "stclr_timeaug",
-  "stclr_hardneg",
-  "stclr_samesubject",
-  "stclr_combined",
-  "stclr_samesubject6",
-  "stclr_maskfn",
-  "stclr_timeaug_hardneg_maskfn",
-  "stclr_views",
-  "clmex",
+from stclr_jax.evaluation import (  # noqa: E402
+  compare,
+  probes,
+  protocol,
+  stats,
+  supervised_pretrain,  # noqa: E402
 )
-# The pretext options each arm turns on (data/pretext.py).
+from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
+
+# Bumped whenever the recipe, the data or an arm's pretraining changes:
+# cached pretraining and evaluations of another version are not reused.
+BENCH_VERSION = 2
+
+# The evaluation recipe, set on the development population (BENCHMARKS.md,
+# "The calibrated benchmark"); config fields of configs/finetune_synthetic.py.
+RECIPE = {
+  "eval.budget": "steps",
+  "eval.linear_steps": 300,
+  "eval.finetune_steps": 400,
+  "eval.schedule": "cosine",
+  "eval.learning_rate": 1e-3,
+  "eval.linear_learning_rate": 1e-3,
+  "eval.linear_standardize": True,
+  "eval.head_init": "zero",
+  "eval.subset": "subjects",
+  "eval.subset_seed": 0,
+  "model.zero_init_residual": False,
+}
+POPULATIONS = {
+  "bench": ("synthetic_expressions/expressive", "expressive_heldout"),
+  "dev": ("synthetic_expressions/expressive_dev", ""),
+}
+# Supervised controls: (target, the pool's data set it reads).
+CONTROLS = {
+  "supervised_pool": ("expression", "expressive_pool_labelled"),
+  "identity_pool": ("identity", "expressive_pool"),
+  "shuffled_pool": ("shuffled", "expressive_pool_labelled"),
+}
+CONTROL_STEPS = 600  # x batch 16: the clips of ST-CLR's 300 steps x 2 views
 PRETEXT = {
   "stclr_timeaug": ("temporal_shift",),
   "stclr_hardneg": ("hard_negatives",),
@@ -92,7 +117,6 @@ PRETEXT = {
     "hard_negatives",
     "same_subject_negatives",
   ),
-  "stclr_samesubject6": ("same_subject_negatives",),
   "stclr_maskfn": ("maskfn",),
   "stclr_timeaug_hardneg_maskfn": (
     "temporal_shift",
@@ -105,12 +129,36 @@ _VIEWS = {
   "data.name": "synthetic_expressions/expressive_views_pool",
   "batch_size": 18,
 }
-# Other fields an arm sets.
-OVERRIDES = {
-  "stclr_samesubject6": {"pretext.videos_per_subject": 6, "batch_size": 18},
-  "stclr_views": _VIEWS,
-  "clmex": _VIEWS,
-}
+OVERRIDES = {"stclr_views": _VIEWS, "clmex": _VIEWS}
+SSL_ARMS = ("stclr", "stclr_no_temporal", "stclr_views", *PRETEXT)
+ARMS = ("scratch", *CONTROLS, *SSL_ARMS, "pixels")
+TABLE = (
+  "scratch",
+  "supervised_pool",
+  "identity_pool",
+  "shuffled_pool",
+  "stclr",
+  "stclr_no_temporal",
+  "stclr_timeaug_hardneg_maskfn",
+  "clmex",
+  "pixels",
+)
+GATE = ("supervised_pool", "identity_pool")
+
+
+def _set(config, field, value):
+  parent, _, name = field.rpartition(".")
+  node = config
+  for part in filter(None, parent.split(".")):
+    node = node[part]
+  old = node[name]
+  if isinstance(old, (tuple, list)) and isinstance(value, str):
+    value = tuple(type(old[0])(v) for v in value.split(","))
+  elif isinstance(old, bool):
+    value = value if isinstance(value, bool) else str(value) in ("1", "True")
+  elif isinstance(old, (int, float)) and not isinstance(value, type(old)):
+    value = type(old)(value)
+  node[name] = value
 
 
 def _config(name, arg, args):
@@ -121,180 +169,327 @@ def _config(name, arg, args):
   return c
 
 
+def _version_dir(args):
+  return os.path.join(args.workdir, f"v{BENCH_VERSION}")
+
+
 def pretrain(arm, args, times):
-  """The arm's pretraining workdir ("" for scratch)."""
-  if arm == "scratch":
+  """The arm's pretraining workdir ("" for scratch and pixels)."""
+  if arm in ("scratch", "pixels"):
     return ""
+  workdir = os.path.join(_version_dir(args), f"pretrain_{arm}")
+  t0 = time.time()
+  if arm in CONTROLS:
+    target, data = CONTROLS[arm]
+    c = _config("finetune_synthetic.py", None, args)
+    _apply(c, args)
+    if args.tiny:
+      data = {"expressive_pool_labelled": "tiny_pool_labelled"}.get(
+        data, "tiny_pool"
+      )
+    c.data.name = f"synthetic_expressions/{data}"
+    steps = args.control_steps or (6 if args.tiny else CONTROL_STEPS)
+    out = supervised_pretrain.pretrain(
+      c, workdir, target=target, num_steps=steps
+    )
+    print(
+      f"[{arm}] supervised ({target}, {out['classes']} classes) on {data}: "
+      f"{steps} steps, last loss {out['log'][-1]['loss']:.3f}, training "
+      f"accuracy {out['log'][-1]['accuracy']:.2f}",
+      flush=True,
+    )
+    times[f"pretrain {arm}"] = time.time() - t0
+    return workdir
   variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
   config = _config("stclr_synthetic.py", variant, args)
   for option in PRETEXT.get(arm, ()):
     setattr(config.pretext, option, True)
   for field, value in OVERRIDES.get(arm, {}).items():
-    if args.tiny and field == "data.name":  # the views pool's tiny twin
+    if args.tiny and field == "data.name":
       value = "synthetic_expressions/tiny_views"
-    parent, _, name = field.rpartition(".")
-    setattr(config[parent] if parent else config, name, value)
+    _set(config, field, value)
   if args.pretrain_epochs:
     config.num_epochs = args.pretrain_epochs
-  workdir = os.path.join(args.workdir, f"pretrain_{arm}")
-  t0 = time.time()
   out = train.pretrain(config, workdir)
   times[f"pretrain {arm}"] = time.time() - t0
-  if not out["history"]:  # resumed at its last step: nothing to train
-    print(f"[{arm}] already pretrained in {workdir}", flush=True)
-    return workdir
-  last = out["history"][-1]
-  print(
-    f"[{arm}] pretrained: step {last['step']}, NT-Xent {last['loss']:.3f}, "
-    f"contrastive top-1 {last['contrastive_top1']:.2f}",
-    flush=True,
-  )
+  if out["history"]:
+    last = out["history"][-1]
+    print(
+      f"[{arm}] pretrained: step {last['step']}, loss {last['loss']:.3f}",
+      flush=True,
+    )
   return workdir
 
 
-def evaluate(arm, init, pct, linear_only, args, times):
-  arg = f"labels={pct:g}" + (",linear_only=1" if linear_only else "")
-  config = _config("finetune_synthetic.py", arg, args)
+def _apply(config, args):
+  for field, value in RECIPE.items():
+    _set(config, field, value)
+  for item in args.set:
+    field, _, value = item.partition("=")
+    _set(config, field, value)
+
+
+def eval_config(args, pct):
+  c = _config("finetune_synthetic.py", f"labels={pct:g}", args)
+  _apply(c, args)
+  data, heldout = POPULATIONS[args.population]
+  if args.tiny:
+    data, heldout = c.data.name, ("tiny_heldout" if heldout else "")
+  c.data.name = data
+  c.eval.heldout_data = f"synthetic_expressions/{heldout}" if heldout else ""
+  c.eval.run_folds = args.folds
+  c.eval.subset_draws = args.draws if pct < 100 else 1
+  c.eval.train_seeds = "0" if pct < 100 else args.seeds
+  if args.tiny:
+    c.eval.linear_steps, c.eval.finetune_steps = 4, 3
+  return c
+
+
+def evaluate(arm, init, pct, args, times):
+  config = eval_config(args, pct)
   config.init_from = init
-  config.eval.run_folds = args.folds
-  if args.finetune_epochs:
-    config.eval.finetune_epochs = args.finetune_epochs
-  kind = "linear" if linear_only else "eval"
-  workdir = os.path.join(args.workdir, f"{kind}_{arm}_{pct:g}")
+  workdir = os.path.join(
+    _version_dir(args), args.population, f"eval_{arm}_{pct:g}"
+  )
   t0 = time.time()
   rep = protocol.evaluate(config, workdir)
-  times[f"{kind} {arm} {pct:g}%"] = time.time() - t0
-  return rep, config
+  times[f"eval {arm} {pct:g}%"] = time.time() - t0
+  return {"runs": compare.load_runs(workdir, rep), "report": rep}, config
 
 
-def pixel_reference(config, folds: list[int]):
-  """Ridge on 16x16 grey apex - neutral pixels, on the protocol's folds."""
-  diff, _, labels, subjects = synthetic_diagnosis.pixel_features(
-    config.data.name.split("/", 1)[1], config.data.data_dir, 16
+def pixel_runs(args, config, times):
+  """The pixel ridge on each run's labelled subset, scored like an arm."""
+  t0 = time.time()
+  name = config.data.name.split("/", 1)[1]
+  x, _, labels, subjects = synthetic_diagnosis.pixel_features(
+    name, args.data_dir, 16
   )
-  tests = folds_lib.make_folds(
-    config.eval.fold_by,
-    labels,
-    subjects,
-    config.eval.num_folds,
-    config.seed,
-    config.data.name,
-  )
-  accs = []
-  for f in folds:
-    train_idx = folds_lib.train_indices(tests[f], len(diff))
-    pred = probes.ridge_predict(
-      diff[train_idx], labels[train_idx], diff[tests[f]], 6, 1.0
+  held = None
+  if config.eval.heldout_data:
+    held = synthetic_diagnosis.pixel_features(
+      config.eval.heldout_data.split("/", 1)[1], args.data_dir, 16
     )
-    accs.append(float(np.mean(pred == labels[tests[f]])))
-  return accs
+  ev = config.eval
+  tests = folds_lib.make_folds(
+    ev.fold_by, labels, subjects, ev.num_folds, config.seed, name
+  )
+  runs = {}
+  for unit in protocol.units(
+    ev, folds_lib.parse_run_folds(ev.run_folds, ev.num_folds)
+  ):
+    f, draw, tseed = unit
+    train_idx = folds_lib.label_subset(
+      ev.subset,
+      folds_lib.train_indices(tests[f], len(x)),
+      labels,
+      subjects,
+      ev.label_fraction,
+      protocol.subset_seed(config, f, draw),
+    )
+    pred = probes.ridge_predict(
+      x[train_idx], labels[train_idx], x[tests[f]], 6, 1.0
+    )
+    r = {"fold_acc": float(np.mean(pred == labels[tests[f]]))}
+    if held is not None:
+      hp = probes.ridge_predict(
+        x[train_idx], labels[train_idx], held[0], 6, 1.0
+      )
+      r["correct"] = hp == held[2]
+      r["linear_correct"] = r["correct"]
+      r["subjects"] = held[3]
+    runs[protocol.unit_name(*unit)] = r
+  times[f"eval pixels {config.eval.label_fraction * 100:g}%"] = time.time() - t0
+  return {"runs": runs, "report": {}}
 
 
-def _cell(r):
-  return f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}%" if r else "-"
+def _mean(xs):
+  xs = [x for x in xs if x is not None]
+  return float(np.mean(xs)) if xs else None
+
+
+def row(arm, pct, res, scratch, seconds):
+  """One row of the table (fractions in [0, 1])."""
+  runs = res["runs"]
+  names = sorted(runs)
+  fold = [runs[n]["fold_acc"] for n in names]
+  held = compare.summary(runs)
+  linear = compare.summary(runs, "linear_correct")
+  out = {
+    "arm": arm,
+    "labels": pct,
+    "runs": len(names),
+    "heldout_acc": held.get("mean"),
+    "heldout_ci95": held.get("ci95"),
+    "heldout_bootstrap_ci95": held.get("bootstrap_ci95"),
+    "heldout_run_acc": held.get("run_accuracy", {}),
+    "fold_acc": float(np.mean(fold)),
+    "fold_acc_std": float(np.std(fold, ddof=1)) if len(fold) > 1 else None,
+    "linear_probe_acc": linear.get("mean"),
+    "identity_probe_acc": (res["report"].get("identity_probe") or {}).get(
+      "accuracy"
+    ),
+    "diff_vs_scratch": None,
+    "diff_vs_scratch_ci95": None,
+    "diff_vs_scratch_bootstrap_ci95": None,
+    "diff_vs_scratch_p": None,
+    "wall_s": round(seconds, 1),
+  }
+  d = None
+  if scratch is not None and arm != "scratch":
+    d = compare.paired(runs, scratch["runs"])
+  if d is not None:
+    out.update(
+      diff_vs_scratch=d["diff"],
+      diff_vs_scratch_ci95=d["ci95"],
+      diff_vs_scratch_bootstrap_ci95=d["bootstrap_ci95"],
+      diff_vs_scratch_p=d["p"],
+      diff_vs_scratch_std=d["std"],
+      paired_runs=d["runs"],
+    )
+  return out
+
+
+def design(rows, results, pct):
+  """The MDE at ``pct`` (pooled std of the paired differences to scratch
+  over the arms that have them) and the gate's difference."""
+  diffs = [r for r in rows if r["labels"] == pct and "diff_vs_scratch_std" in r]
+  mde = None
+  if diffs:
+    sd = float(np.sqrt(np.mean([r["diff_vs_scratch_std"] ** 2 for r in diffs])))
+    n = min(r["paired_runs"] for r in diffs)
+    mde = stats.minimum_detectable_difference(sd, n)
+  gate = None
+  pos, neg = (results.get((arm, pct)) for arm in GATE)
+  if pos is not None and neg is not None:
+    gate = compare.paired(pos["runs"], neg["runs"])
+  return mde, gate
+
+
+def _pct(x):
+  return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(x):
+  return "-" if not x else f"[{100 * x[0]:+.1f}, {100 * x[1]:+.1f}]"
+
+
+def print_table(rows, out):
+  print(
+    "\n| arm | labels | held-out acc. [95% CI over runs] | fold acc. | "
+    "linear probe (held-out) | identity probe | minus scratch "
+    "[95% CI over runs] [subject bootstrap] | wall |"
+  )
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    held = f"{_pct(r['heldout_acc'])}% " + (
+      f"[{_pct(r['heldout_ci95'][0])}, {_pct(r['heldout_ci95'][1])}]"
+      if r["heldout_ci95"]
+      else ""
+    )
+    diff = (
+      "-"
+      if r["diff_vs_scratch"] is None
+      else f"{100 * r['diff_vs_scratch']:+.1f} {_ci(r['diff_vs_scratch_ci95'])}"
+      f" {_ci(r['diff_vs_scratch_bootstrap_ci95'])}"
+    )
+    print(
+      f"| {r['arm']} | {r['labels']:g}% ({r['runs']} runs) | {held} | "
+      f"{_pct(r['fold_acc'])}% | {_pct(r['linear_probe_acc'])}% | "
+      f"{_pct(r['identity_probe_acc'])}% | {diff} | {r['wall_s']:.0f} s |"
+    )
+  mde = out["mde"]
+  print(
+    f"\nMDE (paired t, alpha 0.05, power 0.8, at {out['gate_labels']}% "
+    f"labels): {_pct(mde)} points"
+  )
+  g = out.get("gate_detail")
+  if g:
+    print(
+      f"gate: supervised_pool - identity_pool = {100 * g['diff']:+.1f} points "
+      f"{_ci(g['ci95'])} (95% CI over runs) against 3 x MDE = "
+      f"{_pct(3 * mde) if mde is not None else '-'}: {out['gate']}"
+    )
+  else:
+    print(f"gate: {out['gate']} (its two arms were not both run)")
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
-  p.add_argument("--workdir", default="workdirs/protocol")
-  p.add_argument("--arms", default=",".join(ARMS))
+  p.add_argument("--workdir", default="workdirs/bench")
+  p.add_argument("--out", default="", help="the results as JSON")
+  p.add_argument("--arms", default=",".join(TABLE))
   p.add_argument("--labels", default="100,10", help="percent of labels")
+  p.add_argument("--folds", default="0,1,2")
   p.add_argument(
-    "--finetune_labels",
-    default="",
-    help="fine-tune at these percents only (the others: linear probe and "
-    "identity probe); empty: at every --labels",
+    "--draws", type=int, default=3, help="label subsets per fold below 100%%"
   )
-  p.add_argument("--folds", default="0,1,2,3,4")
+  p.add_argument("--seeds", default="0,1,2", help="training seeds at 100%%")
+  p.add_argument("--population", default="bench", choices=sorted(POPULATIONS))
   p.add_argument(
-    "--pretrain_epochs", type=int, default=0, help="0: the config's"
+    "--set",
+    action="append",
+    default=[],
+    help="FIELD=VALUE over the recipe (e.g. eval.finetune_steps=600); "
+    "tune on --population=dev only",
   )
-  p.add_argument(
-    "--finetune_epochs", type=int, default=0, help="0: the config's"
-  )
+  p.add_argument("--pretrain_epochs", type=int, default=0)
+  p.add_argument("--control_steps", type=int, default=0)
   p.add_argument("--data_dir", default="")
-  p.add_argument(
-    "--tiny", action="store_true", help="the tiny configs (a smoke test)"
-  )
+  p.add_argument("--tiny", action="store_true", help="tiny configs (tests)")
   args = p.parse_args(argv)
   arms = [a for a in args.arms.split(",") if a]
   for a in arms:
     if a not in ARMS:
       p.error(f"--arms: unknown arm {a!r}; known: {ARMS}")
-  pcts = [float(x) for x in args.labels.split(",") if x]
-  ft_pcts = [float(x) for x in args.finetune_labels.split(",") if x] or pcts
+  pcts = sorted({float(x) for x in args.labels.split(",") if x}, reverse=True)
   logging.set_verbosity(logging.INFO)
   os.makedirs(args.workdir, exist_ok=True)
+  if "scratch" in arms:  # the baseline first: every row is paired with it
+    arms.remove("scratch")
+    arms.insert(0, "scratch")
 
-  start, times, rows = time.time(), {}, []
-  config = None
+  start, times, results, rows = time.time(), {}, {}, []
   for arm in arms:
     init = pretrain(arm, args, times)
     for pct in pcts:
-      lin, config = evaluate(arm, init, pct, True, args, times)
-      ft = {}
-      if pct in ft_pcts:
-        ft, config = evaluate(arm, init, pct, False, args, times)
+      if arm == "pixels":
+        res = pixel_runs(args, eval_config(args, pct), times)
+      else:
+        res, _ = evaluate(arm, init, pct, args, times)
+      results[(arm, pct)] = res
+      seconds = times.get(f"eval {arm} {pct:g}%", 0.0)
       rows.append(
-        {
-          "arm": arm,
-          "labels": pct,
-          "linear": lin["linear"],
-          "finetune": ft.get("finetune"),
-          "identity_probe": ft.get("identity_probe")
-          or lin.get("identity_probe"),
-          "init": lin["init"],
-        }
+        row(arm, pct, res, results.get(("scratch", pct)), args, seconds)
       )
-  folds = [int(f) for f in args.folds.split(",") if f]
-  ref = pixel_reference(config, folds) if config else []
-  total = time.time() - start
-
-  print(
-    f"\n{config.data.name}: folds {args.folds} of {config.eval.num_folds} "
-    f"(by subject); {config.model.encoder} width {config.model.width}, "
-    f"{config.data.clip_len}x{config.data.size}^2 clips\n"
-  )
-  print("| arm | labels | linear probe | fine-tuned | identity probe |")
-  print("| --- | --- | --- | --- | --- |")
   for r in rows:
-    ident = r["identity_probe"]
-    ident = (
-      f"{100 * ident['accuracy']:.1f}% (of {ident['subjects']})"
-      if ident
-      else "-"
-    )
-    print(
-      f"| {r['arm']} | {r['labels']:g}% | {_cell(r['linear'])} | "
-      f"{_cell(r['finetune'])} | {ident} |"
-    )
-  if ref:
-    print(
-      f"| pixels, apex - neutral, ridge (reference) | 100% | "
-      f"{100 * np.mean(ref):.1f} ± {100 * np.std(ref):.1f}% | | |"
-    )
-  for arm in arms:
-    spent = sum(v for k, v in times.items() if k.split(" ")[1] == arm)
-    print(f"wall time of {arm}: {spent:.0f}s")
+    r["pretrain_s"] = round(times.get(f"pretrain {r['arm']}", 0.0), 1)
+  gate_pct = min(pcts)
+  mde, gate = design(rows, results, gate_pct)
+  out = {
+    "bench_version": BENCH_VERSION,
+    "population": args.population,
+    "args": vars(args),
+    "recipe": RECIPE,
+    "mde": mde,
+    "gate_labels": gate_pct,
+    "gate": stats.gate(gate["diff"], mde) if gate and mde else "FAIL",
+    "gate_detail": gate,
+    "rows": rows,
+    "times": times,
+    "wall_s": round(time.time() - start, 1),
+  }
+  print_table(rows, out)
   print(
     "\nwall time: "
     + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
-    + f"; total {total:.0f}s"
+    + f"; total {out['wall_s']:.0f}s"
   )
-  with open(os.path.join(args.workdir, "summary.json"), "w") as f:
-    json.dump(
-      {
-        "args": vars(args),
-        "times": times,
-        "total_seconds": total,
-        "rows": rows,
-        "pixel_reference": ref,
-      },
-      f,
-      indent=2,
-    )
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(out, f, indent=2)
+  return out
 
 
 if __name__ == "__main__":

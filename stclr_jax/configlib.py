@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.bn_per_device = False  # False: global (synchronised) BatchNorm
   c.model.proj_hidden = 0  # 0: the encoder's feature width
   c.model.proj_dim = 128
+  # Last BatchNorm scale of each residual block at zero (not in the paper).
+  c.model.zero_init_residual = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "oulu_casia/vis_strong"
@@ -262,6 +264,30 @@ def finetune_config() -> ml_collections.ConfigDict:
   # > 0: the test part's accuracy every k fine-tuning epochs, in the fold's
   # log (a learning curve to read, never used to steer training).
   c.eval.log_test_every = 0
+  # The training budget: "epochs" (the paper's: linear_epochs and
+  # finetune_epochs over the labelled videos, so fewer steps at fewer
+  # labels) or "steps" (linear_steps and finetune_steps at every label
+  # fraction, a subset smaller than the batch drawn with repeats; the
+  # schedule follows the steps).
+  c.eval.budget = "epochs"
+  c.eval.linear_steps = 300
+  c.eval.finetune_steps = 400
+  # Label subsets: "stratified" (per class, Table VI) or "subjects" (whole
+  # subjects, every video of each), eval.subset_draws of them per fold
+  # below 100% labels, seeded by (subset_seed, fold, draw); subset_seed < 0:
+  # config.seed and the fold, as the training seed.
+  c.eval.subset = "stratified"
+  c.eval.subset_draws = 1
+  c.eval.subset_seed = -1
+  # Training seeds, apart from the fold and subset seeds: one run per seed
+  # and subset ("0,1,2"); "": one run seeded by config.seed and the fold.
+  c.eval.train_seeds = ""
+  # The fine-tuning head starts from the linear phase's layer ("linear",
+  # the paper's order) or at zero ("zero").
+  c.eval.head_init = "linear"
+  # A labelled data set of other subjects (e.g. synthetic_expressions/
+  # expressive_heldout), scored by every run's final model ("": none).
+  c.eval.heldout_data = ""
   return c
 
 

@@ -394,3 +394,72 @@ def test_tiny_records_carry_keypoints_and_their_own_group(tiny):
     _, kp = se.generate_example(s, name, TINY)
     np.testing.assert_array_equal(r["keypoints"], kp)
     assert int(r["view"]) == 0
+
+
+# The calibrated benchmark's populations (bench/synthetic_protocol.py).
+
+_POPULATIONS = (
+  "expressive",
+  "expressive_pool",
+  "expressive_views_pool",
+  "expressive_heldout",
+  "expressive_dev",
+)
+
+
+def test_benchmark_populations_are_disjoint_by_subject():
+  ids = {name: set(se.subject_ids(se.CONFIGS[name])) for name in _POPULATIONS}
+  for a in _POPULATIONS:
+    for b in _POPULATIONS:
+      if a < b:
+        assert not ids[a] & ids[b], (a, b)
+  held = se.CONFIGS["expressive_heldout"]
+  assert held.labelled and len(ids["expressive_heldout"]) * 6 >= 1200
+  assert se.CONFIGS["expressive_dev"].labelled
+  # Rendered as the labelled 80: only who is shown differs.
+  base = dataclasses.asdict(se.CONFIGS["expressive"])
+  for name in ("expressive_heldout", "expressive_dev"):
+    other = dataclasses.asdict(se.CONFIGS[name])
+    diff = {k for k in base if base[k] != other[k]}
+    assert diff <= {"name", "description", "num_subjects", "first_subject"}
+  # The twin is the pool with labels: the same subjects and videos.
+  pool = dataclasses.asdict(se.CONFIGS["expressive_pool"])
+  twin = dataclasses.asdict(se.CONFIGS["expressive_pool_labelled"])
+  assert {k for k in pool if pool[k] != twin[k]} == {
+    "name",
+    "description",
+    "labelled",
+  }
+
+
+def test_the_twin_has_the_pools_videos_and_pretraining_cannot_see_labels(
+  tmp_path,
+):
+  from configs import stclr_synthetic
+  from stclr_jax.data import input as input_lib
+
+  pool = _rows(_build(tmp_path, "tiny_pool"))
+  twin_builder = _build(tmp_path, "tiny_pool_labelled")  # same data_dir
+  twin = _rows(twin_builder)
+  assert "label" in twin_builder.info.features
+  assert len(twin) == len(pool)
+  by_group = {
+    (int(r["subject_id"]), int(r["group_id"])): r for r in twin.values()
+  }
+  for r in pool.values():
+    t = by_group[(int(r["subject_id"]), int(r["group_id"]))]
+    np.testing.assert_array_equal(t["video"], r["video"])  # bit-identical
+    np.testing.assert_array_equal(t["keypoints"], r["keypoints"])
+    assert "label" not in r
+  # Self-supervised pretraining reads the pool: its config names it, and
+  # no key of its batches carries a label, with the twin built beside it.
+  config = stclr_synthetic.get_config("tiny=1")
+  config.data.data_dir = str(tmp_path)
+  assert config.data.name == "synthetic_expressions/tiny_pool"
+  batches, num = input_lib.pretrain_input(
+    config, process_index=0, process_count=1
+  )
+  assert num == len(pool)
+  assert not {k for k in batches.element_spec if "label" in k}
+  batch = next(iter(batches))
+  assert not {k for k in batch if "label" in k}

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,6 +24,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path):
       "--config_arg=tiny=1",
       f"--data_dir={tmp_path / 'tfds'}",
       "--eval_folds=0,1",
+      "--control_steps=4",
     ],
     cwd=ROOT,
     env=env,
@@ -33,18 +36,34 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path):
   out = proc.stdout
   assert "NT-Xent" in out and "linear probe" in out, out
   assert os.path.getsize(workdir / "preview.png") > 1000
-  for arm, init in (("stclr", "st-clr"), ("scratch", "random")):
+  assert "supervised control on synthetic_expressions/tiny_pool_labelled" in out
+  scratch = None
+  for arm, init in (
+    ("scratch", "random"),
+    ("stclr", "st-clr"),
+    ("supervised", "st-clr"),
+  ):
     rep = json.load(open(workdir / f"eval_{arm}" / "report.json"))
     assert rep["init"]["init"] == init
     assert rep["folds_run"] == [0, 1] and rep["final"] == "linear"
-    assert f"{100 * rep['linear']['mean']:5.1f}" in out
+    # Every run scored on the held-out population, its mean printed.
+    held = rep["heldout"]["linear"]
+    assert len(held["run_accuracy"]) == 2
+    assert rep["heldout"]["population"]["subjects"] == 4
+    assert f"held-out {100 * held['mean']:.1f}%" in out
+    if arm == "scratch":
+      scratch = held["run_accuracy"]
+    else:
+      diff = np.mean([held["run_accuracy"][k] - scratch[k] for k in scratch])
+      assert f"minus scratch {100 * diff:+.1f} points" in out
     ident = rep["identity_probe"]
     assert ident["subjects"] == 6
     assert f"identity probe {100 * ident['accuracy']:.1f}%" in out
     assert rep["init"].get("bn_reestimated") == (arm == "scratch")
     assert (workdir / f"eval_{arm}" / "confusion.png").exists()
-    assert (workdir / f"eval_{arm}" / "embeddings.png").exists()
+    assert len(os.listdir(workdir / f"eval_{arm}" / "logits")) == 2
   assert "chance: expression 16.7%, identity 16.7%" in out
+  assert "What it means:" in out
   # Pretraining read the unlabelled pool, evaluation the labelled set.
-  assert "on synthetic_expressions/tiny_pool" in out
+  assert "on synthetic_expressions/tiny_pool:" in out
   assert rep["data"] == "synthetic_expressions/tiny"

@@ -65,3 +65,53 @@ def test_label_fraction_is_stratified_and_nested_in_train(fraction):
   assert np.array_equal(folds_lib.label_fraction(train, labels, 1.0, 0), train)
   with pytest.raises(ValueError, match="label fraction"):
     folds_lib.label_fraction(train, labels, 0.0, 0)
+
+
+def _population(num_subjects=80):
+  subjects = np.repeat(np.arange(1, num_subjects + 1), 6)
+  labels = np.tile(np.arange(6), num_subjects)
+  return labels, subjects
+
+
+def test_subject_balanced_subsets_take_whole_subjects():
+  labels, subjects = _population()
+  folds = folds_lib.subject_folds(subjects, 10, seed=0)
+  train = folds_lib.train_indices(folds[0], 480)  # 72 subjects
+  keep = folds_lib.subject_subset(train, subjects, 0.1, seed=[0, 0, 1])
+  chosen = np.unique(subjects[keep])
+  assert chosen.size == 7  # round(0.1 * 72)
+  # Every video of each chosen subject, none of the others, none tested.
+  assert np.array_equal(keep, np.flatnonzero(np.isin(subjects, chosen)))
+  assert not set(keep) & set(folds[0])
+  # Balanced in class: one video of every class per subject.
+  assert np.bincount(labels[keep], minlength=6).tolist() == [7] * 6
+  # Deterministic in the seed; draws differ.
+  again = folds_lib.subject_subset(train, subjects, 0.1, seed=[0, 0, 1])
+  assert np.array_equal(keep, again)
+  draws = {
+    tuple(folds_lib.subject_subset(train, subjects, 0.1, [0, 0, d]))
+    for d in range(3)
+  }
+  assert len(draws) == 3
+  assert np.array_equal(
+    folds_lib.subject_subset(train, subjects, 1.0, 0), np.sort(train)
+  )
+  with pytest.raises(ValueError, match="subject id"):
+    folds_lib.subject_subset(train, np.full(480, -1), 0.1, 0)
+
+
+def test_stratified_subsets_leave_subjects_with_one_video():
+  """The identity shortcut that subject-balanced subsets remove: at 10%,
+  class-stratified draws give most chosen subjects a single video, whose
+  label the subject alone then names."""
+  labels, subjects = _population()
+  folds = folds_lib.subject_folds(subjects, 10, seed=0)
+  train = folds_lib.train_indices(folds[0], 480)
+  keep = folds_lib.label_subset("stratified", train, labels, subjects, 0.1, 5)
+  assert np.bincount(labels[keep], minlength=6).tolist() == [7] * 6
+  per_subject = np.unique(subjects[keep], return_counts=True)[1]
+  assert np.mean(per_subject == 1) > 0.5
+  balanced = folds_lib.label_subset("subjects", train, labels, subjects, 0.1, 5)
+  assert set(np.unique(subjects[balanced], return_counts=True)[1]) == {6}
+  with pytest.raises(ValueError, match="eval.subset must be one of"):
+    folds_lib.label_subset("random", train, labels, subjects, 0.1, 5)

@@ -81,3 +81,32 @@ def test_linear_phase_compiles_once_for_every_fold():
     params, log = fold(1)
   assert len(compiled) == 0
   assert len(log) == 3 and np.isfinite(params["w"]).all()
+
+
+def test_a_step_budget_is_the_same_at_every_set_size():
+  """``steps``: the same number of optimisation steps on 7 videos as on
+  200 (a set smaller than the batch is drawn with repeats)."""
+  rng = np.random.default_rng(1)
+  centres = rng.normal(0, 1, (6, 8))
+  ev = ml_collections.ConfigDict({"schedule": "cosine"})
+  for n in (7, 200):
+    labels = np.arange(n) % 6
+    feats = centres[labels] + rng.normal(0, 0.1, (n, 8))
+    params, log = linear.train_linear(
+      feats,
+      labels,
+      6,
+      epochs=99,  # ignored with a step budget
+      batch_size=16,
+      learning_rate=1e-1,
+      ev=ev,
+      seed=0,
+      steps=25,
+    )
+    assert log[-1]["step"] == 25
+    per_epoch = max(1, n // 16)
+    assert [e["step"] for e in log] == [
+      min(s + per_epoch, 25) for s in range(0, 25, per_epoch)
+    ]
+    assert log[0]["lr"] == 1e-1 and log[-1]["lr"] < 1e-1
+    assert np.mean(linear.linear_predict(params, feats) == labels) == 1.0

@@ -637,6 +637,30 @@ def select(
   return videos.enumerate().filter(kept).map(drop_index)
 
 
+def _labelled_clip(clip_len, size, temporal_modes, spatial):
+  """The element function of the supervised streams: one clip of a video
+  from the enabled temporal samplers (uniform when none), clip-consistent
+  spatial augmentation, and its label."""
+  modes = tuple(temporal_modes)
+
+  def clip(elem_seed, ex):
+    s = tf.random.experimental.stateless_split(elem_seed, 2)
+    n = ex["num_frames"]
+    if modes:
+      idx = sampling.sample_view_indices(n, clip_len, modes, s[0])
+    else:
+      idx = sampling.sample_indices(n, clip_len, "uniform", s[0])
+    video = augment_lib.augment_clip(
+      tf.gather(ex["video"], idx), s[1], size, spatial
+    )
+    return {
+      "video": tf.ensure_shape(video, [clip_len, size, size, 3]),
+      "label": ex["label"],
+    }
+
+  return clip
+
+
 def labelled_epoch(
   videos: tf.data.Dataset,
   num_examples: int,
@@ -654,24 +678,8 @@ def labelled_epoch(
   from the enabled temporal samplers (uniform when none), clip-consistent
   spatial augmentation, and full batches only."""
   _check_nonempty(num_examples, "labelled_epoch")
-  modes = tuple(temporal_modes)
   root = tf.random.experimental.stateless_fold_in(_seed_tensor(seed), epoch)
-
-  def clip(elem_seed, ex):
-    s = tf.random.experimental.stateless_split(elem_seed, 2)
-    n = ex["num_frames"]
-    if modes:
-      idx = sampling.sample_view_indices(n, clip_len, modes, s[0])
-    else:
-      idx = sampling.sample_indices(n, clip_len, "uniform", s[0])
-    video = augment_lib.augment_clip(
-      tf.gather(ex["video"], idx), s[1], size, spatial
-    )
-    return {
-      "video": tf.ensure_shape(video, [clip_len, size, size, 3]),
-      "label": ex["label"],
-    }
-
+  clip = _labelled_clip(clip_len, size, temporal_modes, spatial)
   d = videos.shuffle(
     num_examples,
     seed=(seed * 1_000_003 + epoch) * 7919,
@@ -679,6 +687,60 @@ def labelled_epoch(
   )
   d = d.enumerate().map(
     lambda p, ex: clip(tf.random.experimental.stateless_fold_in(root, p), ex),
+    num_parallel_calls=AUTOTUNE,
+    deterministic=True,
+  )
+  return d.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def stream_order(num_examples: int, num_steps: int, batch_size: int, seed):
+  """The video positions of ``num_steps`` batches of ``batch_size``: seeded
+  permutations of ``range(num_examples)`` one after another, cut into
+  batches across their boundaries (so every video is drawn equally often
+  up to one pass, and a set smaller than the batch fills it with repeats:
+  drawing with replacement). Shape ``(num_steps, batch_size)``."""
+  _check_nonempty(num_examples, "stream_order")
+  need = num_steps * batch_size
+  rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x57EB])
+  passes = -(-need // num_examples)
+  order = np.concatenate([rng.permutation(num_examples) for _ in range(passes)])
+  return order[:need].reshape(num_steps, batch_size)
+
+
+def video_store(videos: tf.data.Dataset, num_examples: int, what: str):
+  """``videos`` (e.g. :func:`cached_videos`) held in memory for random
+  access by :func:`labelled_stream`."""
+  _check_nonempty(num_examples, what)
+  return _VideoStore(videos, num_examples, what)
+
+
+def labelled_stream(
+  store,
+  indices: Sequence[int],
+  *,
+  num_steps: int,
+  batch_size: int,
+  clip_len: int,
+  size: int,
+  temporal_modes: Sequence[str],
+  spatial: augment_lib.SpatialAugment,
+  seed: int,
+) -> tf.data.Dataset:
+  """Exactly ``num_steps`` supervised training batches from the videos
+  ``indices`` of ``store`` (:func:`video_store`), whatever their number: a
+  step budget, equal at every label fraction. The order is
+  :func:`stream_order`'s; clips and augmentation as :func:`labelled_epoch`,
+  each draw of a video seeded by its position in the stream."""
+  indices = np.asarray(indices, np.int64)
+  order = stream_order(len(indices), num_steps, batch_size, seed)
+  order = indices[order.reshape(-1)]
+  root = _seed_tensor(seed)
+  clip = _labelled_clip(clip_len, size, temporal_modes, spatial)
+  d = tf.data.Dataset.from_tensor_slices(order).enumerate()
+  d = d.map(
+    lambda p, i: clip(
+      tf.random.experimental.stateless_fold_in(root, p), store.fetch(i)
+    ),
     num_parallel_calls=AUTOTUNE,
     deterministic=True,
   )

@@ -155,6 +155,10 @@ class Runner:
     ``variables``: ``(params, batch_stats)``."""
     return self._run(self._features, variables, batches)
 
+  def log_probs(self, variables, batches):
+    """Log-probabilities (the mean over a video's clips) and labels."""
+    return self._run(self._logits, variables, batches)
+
   def predict(self, variables, batches):
     """Predicted classes (mean log-probability over clips) and labels."""
     logp, labels = self._run(self._logits, variables, batches)
@@ -303,6 +307,8 @@ def finetune_fold(
   batch_size: int,
   fold: int,
   on_epoch_end=None,
+  store=None,
+  seed: int | None = None,
 ) -> tuple[TrainState, list[dict]]:
   """``config.eval.finetune_epochs`` epochs of fine-tuning on the videos
   ``train_idx`` of ``videos`` (the cached split of ``num_videos``); returns
@@ -311,8 +317,32 @@ def finetune_fold(
   ``on_epoch_end(epoch, state)``, if given, is called after each epoch
   (1-based) and may return a dict of extra fields for its log line (the
   learning curve of ``eval.log_test_every``); it cannot change training.
+
+  ``eval.budget="steps"``: ``eval.finetune_steps`` steps instead, from
+  :func:`pipeline.labelled_stream` over ``store`` (:func:`pipeline.
+  video_store` of the split), the schedule per step; "epoch" in the log
+  and for ``on_epoch_end`` is then an epoch's worth of steps
+  (``len(train_idx) // batch_size``, at least 1). ``seed``: the training
+  seed (default ``config.seed * 1009 + fold``).
   """
   ev = config.eval
+  if seed is None:
+    seed = config.seed * 1009 + fold
+  if budget(ev) == "steps":
+    return _finetune_steps(
+      runner,
+      step_fn,
+      tx,
+      params=params,
+      batch_stats=batch_stats,
+      store=store,
+      train_idx=train_idx,
+      config=config,
+      batch_size=batch_size,
+      fold=fold,
+      seed=seed,
+      on_epoch_end=on_epoch_end,
+    )
   modes = tuple(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )
@@ -339,7 +369,7 @@ def finetune_fold(
         size=config.data.size,
         temporal_modes=modes,
         spatial=spatial,
-        seed=config.seed * 1009 + fold,
+        seed=seed,
         epoch=epoch,
       ).as_numpy_iterator()
     )
@@ -381,4 +411,103 @@ def finetune_fold(
     if on_epoch_end is not None:
       log[-1].update(on_epoch_end(epoch + 1, state) or {})
     logging.info("fold %d fine-tune epoch %d: %s", fold, epoch + 1, log[-1])
+  return state, log
+
+
+BUDGETS = ("epochs", "steps")
+
+
+def budget(ev) -> str:
+  """``eval.budget``: ``"epochs"`` (the paper's: ``linear_epochs`` and
+  ``finetune_epochs`` over the labelled videos, so fewer steps at fewer
+  labels) or ``"steps"`` (``linear_steps`` and ``finetune_steps``, the same
+  at every label fraction)."""
+  name = ev.get("budget", "epochs")
+  if name not in BUDGETS:
+    raise ValueError(f"eval.budget must be one of {BUDGETS}, got {name!r}")
+  return name
+
+
+def _finetune_steps(
+  runner,
+  step_fn,
+  tx,
+  *,
+  params,
+  batch_stats,
+  store,
+  train_idx,
+  config,
+  batch_size: int,
+  fold: int,
+  seed: int,
+  on_epoch_end,
+):
+  """:func:`finetune_fold` with a budget of ``eval.finetune_steps``."""
+  ev = config.eval
+  if store is None:
+    raise ValueError("eval.budget='steps' needs the split's video store")
+  steps = int(ev.finetune_steps)
+  per_epoch = max(1, len(train_idx) // batch_size)
+  sched = supervised.StepSchedule(ev, steps, per_epoch)
+  state = jax.device_put(
+    TrainState(
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      step=np.int32(0),
+    ),
+    runner.replicated,
+  )
+  modes = tuple(
+    m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
+  )
+  batches = (
+    started(
+      pipeline.labelled_stream(
+        store,
+        train_idx,
+        num_steps=steps,
+        batch_size=batch_size,
+        clip_len=config.data.clip_len,
+        size=config.data.size,
+        temporal_modes=modes,
+        spatial=train_augment(ev),
+        seed=seed,
+      ).as_numpy_iterator()
+    )
+    if steps > 0
+    else iter(())
+  )
+  log, losses, accs, t0 = [], [], [], time.time()
+  for step, batch in enumerate(batches, 1):
+    scale = sched.scale
+    state, m = step_fn(
+      state, mesh_lib.to_global_arrays(batch, runner.mesh), np.float32(scale)
+    )
+    sched.end_step(m["loss"])
+    losses.append(m["loss"])
+    accs.append(m["accuracy"])
+    if step % per_epoch and step != steps:
+      continue
+    mean_loss = float(np.mean(jax.device_get(losses)))
+    if not np.isfinite(mean_loss):
+      raise FloatingPointError(
+        f"fold {fold}, fine-tuning step {step}: non-finite loss {mean_loss}"
+      )
+    epoch = -(-step // per_epoch)
+    log.append(
+      {
+        "epoch": epoch,
+        "step": step,
+        "loss": mean_loss,
+        "accuracy": float(np.mean(jax.device_get(accs))),
+        "lr": ev.learning_rate * scale,
+        "seconds": round(time.time() - t0, 2),
+      }
+    )
+    losses, accs, t0 = [], [], time.time()
+    if on_epoch_end is not None:
+      log[-1].update(on_epoch_end(epoch, state) or {})
+    logging.info("fold %d fine-tune step %d: %s", fold, step, log[-1])
   return state, log

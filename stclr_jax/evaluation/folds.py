@@ -89,13 +89,60 @@ def label_fraction(
   train = np.asarray(train)
   if fraction == 1:
     return np.sort(train)
-  rng = np.random.default_rng([seed, 0x1ABE1])
+  rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x1ABE1])
   keep = []
   for c in np.unique(labels[train]):
     idx = train[labels[train] == c]
     n = max(1, int(round(fraction * idx.size)))
     keep.append(rng.choice(idx, size=n, replace=False))
   return np.sort(np.concatenate(keep))
+
+
+SUBSETS = ("stratified", "subjects")
+
+
+def subject_subset(
+  train: np.ndarray, subjects: np.ndarray, fraction: float, seed
+) -> np.ndarray:
+  """A subject-balanced subset of the training videos: ``round(fraction *
+  S)`` whole subjects (at least one) of the ``S`` in ``train``, drawn with
+  the seed, with every video of each. On data with one video per subject
+  and class (Oulu-CASIA, the synthetic sets) it is class-balanced too, and
+  no label is given away by who shows it: every chosen subject shows every
+  class. Returns sorted indices."""
+  if not 0 < fraction <= 1:
+    raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+  train = np.asarray(train)
+  if fraction == 1:
+    return np.sort(train)
+  present = np.unique(subjects[train])
+  if np.any(present < 0):
+    raise ValueError(
+      "subject-balanced label subsets need a subject id for every video "
+      "(some are -1); use eval.subset='stratified'"
+    )
+  rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x5B1EC7])
+  k = max(1, int(round(fraction * present.size)))
+  chosen = rng.choice(present, size=k, replace=False)
+  return np.sort(train[np.isin(subjects[train], chosen)])
+
+
+def label_subset(
+  kind: str,
+  train: np.ndarray,
+  labels: np.ndarray,
+  subjects: np.ndarray,
+  fraction: float,
+  seed,
+) -> np.ndarray:
+  """The labelled part of a fold's training videos: ``kind`` is
+  ``"stratified"`` (:func:`label_fraction`, the paper's Table VI) or
+  ``"subjects"`` (:func:`subject_subset`)."""
+  if kind == "stratified":
+    return label_fraction(train, labels, fraction, seed)
+  if kind == "subjects":
+    return subject_subset(train, subjects, fraction, seed)
+  raise ValueError(f"config.eval.subset must be one of {SUBSETS}, got {kind!r}")
 
 
 def parse_run_folds(spec: str, num_folds: int) -> list[int]:

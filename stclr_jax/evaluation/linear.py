@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stclr_jax.data import pipeline
 from stclr_jax.evaluation import supervised
 
 _TX = optax.scale_by_adam()
@@ -47,6 +48,7 @@ def train_linear(
   seed: int,
   init_scale: float = 0.01,
   standardize: bool = False,
+  steps: int = 0,
 ):
   """The linear phase on frozen features: ``(W, b)`` and per-epoch logs.
 
@@ -61,6 +63,13 @@ def train_linear(
   large offset with a small spread, where Adam barely moves the training
   loss off ln C: measured in BENCHMARKS.md (Synthetic protocol, Diagnosis,
   item 6) and tested in tests/evaluation_linear_test.py.
+
+  ``steps`` > 0: a budget of ``steps`` optimisation steps instead of
+  ``epochs`` (``eval.budget="steps"``), whatever the number of videos:
+  minibatches in :func:`pipeline.stream_order` (seeded passes, repeats
+  within a batch when it is larger than the set), the schedule per step
+  (:class:`supervised.StepSchedule`), one log line per epoch's worth of
+  steps.
   """
   features = np.asarray(features, np.float32)
   n, d = features.shape
@@ -69,9 +78,11 @@ def train_linear(
     std = features.std(0)
     std = np.where(std > 1e-6 * max(float(std.max()), 1e-30), std, 1.0)
     features = (features - mean) / std
-  batch_size = min(batch_size, n)
-  steps = n // batch_size
-  sched = supervised.schedule(ev, epochs)
+  if steps > 0:
+    per_epoch = max(1, n // batch_size)
+  else:
+    batch_size = min(batch_size, n)
+    per_epoch = n // batch_size
   rng = np.random.default_rng([seed, 0x11EA])
   params = {
     "w": jnp.asarray(rng.normal(0, init_scale, (d, num_classes)), jnp.float32),
@@ -81,28 +92,50 @@ def train_linear(
   x_all = jnp.asarray(features, jnp.float32)
   y_all = jnp.asarray(labels, jnp.int32)
   log = []
-  for epoch in range(epochs):
-    lr = learning_rate * sched.scale
-    order = rng.permutation(n)[: steps * batch_size].reshape(steps, -1)
+
+  def run(order, lr_of, end_step):
+    nonlocal params, opt_state
     losses, accs = [], []
     for idx in order.astype(np.int32):
+      lr = lr_of()
       params, opt_state, loss, acc = _step(
         params, opt_state, x_all, y_all, idx, lr
       )
+      end_step(loss)
       losses.append(loss)
       accs.append(acc)
     # One transfer per epoch (the steps above only queue work).
     losses, accs = jax.device_get((losses, accs))
-    mean_loss = float(np.mean(losses))
-    sched.end_epoch(mean_loss)
-    log.append(
-      {
-        "epoch": epoch + 1,
-        "loss": mean_loss,
-        "accuracy": float(np.mean(accs)),
-        "lr": lr,
-      }
-    )
+    return float(np.mean(losses)), float(np.mean(accs))
+
+  if steps > 0:
+    sched = supervised.StepSchedule(ev, steps, per_epoch)
+    order = pipeline.stream_order(n, steps, batch_size, [seed, 0x11EA])
+    for start in range(0, steps, per_epoch):
+      lr0 = learning_rate * sched.scale
+      loss, acc = run(
+        order[start : start + per_epoch],
+        lambda: learning_rate * sched.scale,
+        sched.end_step,
+      )
+      log.append(
+        {
+          "step": min(start + per_epoch, steps),
+          "loss": loss,
+          "accuracy": acc,
+          "lr": lr0,
+        }
+      )
+  else:
+    sched = supervised.schedule(ev, epochs)
+    for epoch in range(epochs):
+      lr = learning_rate * sched.scale
+      order = rng.permutation(n)[: per_epoch * batch_size]
+      loss, acc = run(
+        order.reshape(per_epoch, -1), lambda lr=lr: lr, lambda _: None
+      )
+      sched.end_epoch(loss)
+      log.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, "lr": lr})
   params = jax.device_get(params)
   if standardize:  # W (x - m) / s + b == (W / s) x + (b - (m / s) W)
     w = np.asarray(params["w"], np.float64) / std[:, None]
@@ -113,6 +146,11 @@ def train_linear(
       ).astype(np.float32),
     }
   return params, log
+
+
+def linear_logits(params, features) -> np.ndarray:
+  """``features @ W + b``: the linear layer's logits, float32."""
+  return (np.asarray(features) @ params["w"] + params["b"]).astype(np.float32)
 
 
 def linear_predict(params, features) -> np.ndarray:

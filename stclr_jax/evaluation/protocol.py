@@ -41,7 +41,13 @@ from stclr_jax.evaluation import report as report_lib
 from stclr_jax.models import factory
 
 # Fields that choose what runs, not what a fold computes.
-_NOT_IN_FINGERPRINT = ("run_folds", "export_embeddings", "log_test_every")
+_NOT_IN_FINGERPRINT = (
+  "run_folds",
+  "export_embeddings",
+  "log_test_every",
+  "subset_draws",
+  "train_seeds",
+)
 
 
 def fingerprint(config) -> str:
@@ -160,17 +166,19 @@ def evaluate(config, workdir: str) -> dict:
     what,
   )
   run = folds_lib.parse_run_folds(ev.run_folds, ev.num_folds)
+  plan = units(ev, run)
   done = {}
-  for f in run:
-    path = os.path.join(fold_dir, f"fold_{f:02d}.json")
+  for unit in plan:
+    path = os.path.join(fold_dir, f"{unit_name(*unit)}.json")
     if os.path.exists(path):
-      done[f] = read_json(path)
-  todo = [f for f in run if f not in done]
+      done[unit] = read_json(path)
+  todo = [u for u in plan if u not in done]
   logging.info(
-    "%d folds by %s; running %s (%d already done)",
+    "%d folds by %s; running %s, %d runs (%d already done)",
     ev.num_folds,
     ev.fold_by,
     run,
+    len(plan),
     len(done),
   )
 
@@ -193,10 +201,18 @@ def evaluate(config, workdir: str) -> dict:
     builder.as_dataset(split=split, shuffle_files=False),
     config.data.cache_frame_size or None,
   )
+  steps_budget = finetune.budget(ev) == "steps"
+  store = (
+    pipeline.video_store(videos, n, what)
+    if todo and steps_budget and not ev.linear_only
+    else None
+  )
+  heldout = Heldout.load(config, class_names) if todo else None
 
   reestimate = reestimate_batch_stats(config)
   init_info["bn_reestimated"] = reestimate
   feats = None
+  heldout_feats = None
   emb_prefix = os.path.join(workdir, "embeddings")
   if todo or (ev.export_embeddings and not os.path.exists(emb_prefix + ".npz")):
     t0 = time.time()
@@ -214,6 +230,8 @@ def evaluate(config, workdir: str) -> dict:
     )
     if not np.array_equal(labels, meta["label"]):
       raise RuntimeError("internal: features are not in the split's order")
+    if heldout is not None and not reestimate:
+      heldout_feats = heldout.features(runner, (params, batch_stats), batch)
     logging.info("features of %d videos in %.1fs", n, time.time() - t0)
     if ev.export_embeddings:
       report_lib.export_embeddings(
@@ -227,18 +245,25 @@ def evaluate(config, workdir: str) -> dict:
       )
 
   tx = step_fn = None
-  for f in todo:
+  for unit in todo:
+    f, draw, tseed = unit
+    name = unit_name(*unit)
     t0 = time.time()
     test = fold_tests[f]
-    seed = config.seed * 1009 + f
-    train_idx = folds_lib.label_fraction(
+    train_idx = folds_lib.label_subset(
+      ev.get("subset", "stratified"),
       folds_lib.train_indices(test, n),
       meta["label"],
+      meta["subject_id"],
       ev.label_fraction,
-      seed,
+      subset_seed(config, f, draw),
     )
-    fb = min(batch, len(train_idx) - len(train_idx) % mesh.size)
-    fold_stats, fold_feats = batch_stats, feats
+    seed = train_seed(config, f, tseed)
+    if steps_budget:
+      fb = batch
+    else:
+      fb = min(batch, len(train_idx) - len(train_idx) % mesh.size)
+    fold_stats, fold_feats, fold_heldout = batch_stats, feats, heldout_feats
     if reestimate:
       fold_stats = runner.reestimate_batch_stats(
         (params, batch_stats),
@@ -250,6 +275,8 @@ def evaluate(config, workdir: str) -> dict:
       )
       fold_feats = np.zeros((n, part.shape[1]), part.dtype)
       fold_feats[used] = part
+      if heldout is not None:
+        fold_heldout = heldout.features(runner, (params, fold_stats), batch)
     lin, lin_log = linear.train_linear(
       fold_feats[train_idx],
       meta["label"][train_idx],
@@ -260,17 +287,18 @@ def evaluate(config, workdir: str) -> dict:
       ev=ev,
       seed=seed,
       standardize=ev.linear_standardize,
+      steps=int(ev.get("linear_steps", 0)) if steps_budget else 0,
     )
+    lin_test = linear.linear_logits(lin, fold_feats[test])
     lin_cm = report_lib.confusion(
-      meta["label"][test],
-      linear.linear_predict(lin, fold_feats[test]),
-      len(class_names),
+      meta["label"][test], lin_test.argmax(-1), len(class_names)
     )
     result = {
       "fold": f,
       "fingerprint": fp,
       "test_subjects": sorted(set(meta["subject_id"][test].tolist())),
       "num_train": int(len(train_idx)),
+      "num_train_subjects": int(len(np.unique(meta["subject_id"][train_idx]))),
       "num_test": int(len(test)),
       "test_video_ids": meta["video_id"][test].tolist(),
       "linear": {
@@ -279,12 +307,25 @@ def evaluate(config, workdir: str) -> dict:
         "accuracy": report_lib.accuracy(lin_cm),
       },
     }
-    if not ev.linear_only and ev.finetune_epochs > 0:
+    if name != f"fold_{f:02d}":
+      result.update(unit=name, draw=draw, train_seed=tseed)
+    logits = {
+      "test_index": test,
+      "test_labels": meta["label"][test],
+      "linear_test": lin_test,
+    }
+    if heldout is not None:
+      logits["linear_heldout"] = linear.linear_logits(lin, fold_heldout)
+      result["linear"]["heldout_accuracy"] = heldout.accuracy(
+        logits["linear_heldout"]
+      )
+    if not ev.linear_only and _finetune_length(ev) > 0:
       curve = None
       if ev.get("log_test_every", 0) > 0:
+        last = _finetune_epochs(ev, len(train_idx), fb)
 
-        def curve(epoch, state, test=test):
-          if epoch % ev.log_test_every and epoch != ev.finetune_epochs:
+        def curve(epoch, state, test=test, last=last):
+          if epoch % ev.log_test_every and epoch != last:
             return None
           preds, labels = runner.predict(
             (state.params, state.batch_stats),
@@ -294,11 +335,16 @@ def evaluate(config, workdir: str) -> dict:
 
       if step_fn is None:
         tx, step_fn = runner.make_train_step(ev.learning_rate)
+      if ev.get("head_init", "linear") == "zero":
+        w0 = np.zeros_like(lin["w"])
+        b0 = np.zeros_like(lin["b"])
+      else:
+        w0, b0 = lin["w"], lin["b"]
       state, ft_log = finetune.finetune_fold(
         runner,
         step_fn,
         tx,
-        params=finetune.with_head(params, lin["w"], lin["b"]),
+        params=finetune.with_head(params, w0, b0),
         batch_stats=fold_stats,
         videos=videos,
         num_videos=n,
@@ -307,23 +353,39 @@ def evaluate(config, workdir: str) -> dict:
         batch_size=fb,
         fold=f,
         on_epoch_end=curve,
+        store=store,
+        seed=seed,
       )
-      preds, labels = runner.predict(
-        (state.params, state.batch_stats),
-        _eval_batches(videos, n, test, config, batch),
+      variables = (state.params, state.batch_stats)
+      logp, labels = runner.log_probs(
+        variables, _eval_batches(videos, n, test, config, batch)
       )
-      cm = report_lib.confusion(labels, preds, len(class_names))
+      cm = report_lib.confusion(labels, logp.argmax(-1), len(class_names))
       result["finetune"] = {
         "confusion": cm.tolist(),
         "accuracy": report_lib.accuracy(cm),
         "log": ft_log,
       }
+      logits["finetune_test"] = logp
+      if heldout is not None:
+        logits["finetune_heldout"] = heldout.log_probs(runner, variables, batch)
+        result["finetune"]["heldout_accuracy"] = heldout.accuracy(
+          logits["finetune_heldout"]
+        )
+    if heldout is not None:
+      result["heldout"] = heldout.describe()
+    os.makedirs(os.path.join(workdir, "logits"), exist_ok=True)
+    np.savez(
+      os.path.join(workdir, "logits", f"{name}.npz"),
+      **{k: np.asarray(v) for k, v in logits.items()},
+      **(heldout.arrays() if heldout is not None else {}),
+    )
     result["seconds"] = round(time.time() - t0, 1)
-    report_lib.write_json(os.path.join(fold_dir, f"fold_{f:02d}.json"), result)
-    done[f] = result
+    report_lib.write_json(os.path.join(fold_dir, f"{name}.json"), result)
+    done[unit] = result
     logging.info(
-      "fold %d: linear %.3f%s (%.0fs)",
-      f,
+      "%s: linear %.3f%s (%.0fs)",
+      name,
       result["linear"]["accuracy"],
       f", fine-tuned {result['finetune']['accuracy']:.3f}"
       if "finetune" in result
@@ -331,8 +393,140 @@ def evaluate(config, workdir: str) -> dict:
       result["seconds"],
     )
   return write_report(
-    config, workdir, [done[f] for f in run], class_names, init_info
+    config, workdir, [done[u] for u in plan], class_names, init_info
   )
+
+
+def units(ev, run: list[int]) -> list[tuple[int, int, int | None]]:
+  """The runs of an evaluation, ``(fold, draw, train seed)``: every fold of
+  ``run`` x ``eval.subset_draws`` label subsets (one at 100% labels, where
+  every draw is the whole training part) x ``eval.train_seeds`` (``""``:
+  one run, seeded by ``config.seed`` and the fold: ``None``)."""
+  draws = int(ev.get("subset_draws", 1)) if ev.label_fraction < 1 else 1
+  if draws < 1:
+    raise ValueError(f"eval.subset_draws must be >= 1, got {draws}")
+  spec = str(ev.get("train_seeds", "")).strip()
+  try:
+    seeds = [int(x) for x in spec.split(",") if x.strip()] or [None]
+  except ValueError:
+    raise ValueError(
+      f"eval.train_seeds={spec!r}: expected comma-separated integers"
+    ) from None
+  if any(s is not None and s < 0 for s in seeds):
+    raise ValueError(f"eval.train_seeds={spec!r}: seeds must be >= 0")
+  return [(f, d, s) for f in run for d in range(draws) for s in seeds]
+
+
+def unit_name(fold: int, draw: int, tseed: int | None) -> str:
+  """``fold_KK`` (draw 0, the config's seed), else ``fold_KK_dD_sS``."""
+  name = f"fold_{fold:02d}"
+  if draw or tseed is not None:
+    name += f"_d{draw}_s{tseed if tseed is not None else 'cfg'}"
+  return name
+
+
+def subset_seed(config, fold: int, draw: int):
+  """The seed of a run's label subset: ``(eval.subset_seed, fold, draw)``;
+  with ``eval.subset_seed < 0``, ``config.seed`` and the fold as before
+  (the same numbers as the training seed's default)."""
+  base = int(config.eval.get("subset_seed", -1))
+  if base < 0:
+    legacy = config.seed * 1009 + fold
+    return legacy if draw == 0 else [legacy, draw]
+  return [base, fold, draw]
+
+
+def train_seed(config, fold: int, tseed: int | None) -> int:
+  """The seed of a run's training (head initialisation, minibatch order,
+  clips and augmentation): one of ``eval.train_seeds`` and the fold, apart
+  from the fold and subset seeds; ``None``: ``config.seed * 1009 + fold``."""
+  if tseed is None:
+    return config.seed * 1009 + fold
+  return 1_000_003 * (tseed + 1) + fold
+
+
+def _finetune_length(ev) -> int:
+  if finetune.budget(ev) == "steps":
+    return int(ev.get("finetune_steps", 0))
+  return int(ev.finetune_epochs)
+
+
+def _finetune_epochs(ev, num_train: int, batch: int) -> int:
+  """The last "epoch" of fine-tuning's log (steps: an epoch's worth)."""
+  if finetune.budget(ev) == "steps":
+    per_epoch = max(1, num_train // batch)
+    return -(-int(ev.finetune_steps) // per_epoch)
+  return int(ev.finetune_epochs)
+
+
+class Heldout:
+  """``eval.heldout_data``: a labelled population of other subjects, in
+  neither the pool nor the folds, scored by every run's final model (its
+  per-video log-probabilities are stored; BENCHMARKS.md ranks by it)."""
+
+  def __init__(self, config, name, builder, class_names):
+    split = config.data.split
+    self.name = name
+    self.n = builder.info.splits[split].num_examples
+    self.meta = split_metadata(builder, split)
+    self.config = config
+    self.videos = pipeline.cached_videos(
+      builder.as_dataset(split=split, shuffle_files=False),
+      config.data.cache_frame_size or None,
+    )
+
+  @classmethod
+  def load(cls, config, class_names):
+    name = config.eval.get("heldout_data", "")
+    if not name:
+      return None
+    data = config.data.copy_and_resolve_references()
+    data.name = name
+    builder = input_lib.prepared_builder(data)
+    if "label" not in builder.info.features:
+      raise ValueError(f"eval.heldout_data={name}: has no labels")
+    names = list(builder.info.features["label"].names)
+    if names != list(class_names):
+      raise ValueError(
+        f"eval.heldout_data={name}: classes {names}, the folds' data "
+        f"{config.data.name} has {list(class_names)}"
+      )
+    return cls(config, name, builder, class_names)
+
+  def _batches(self, batch):
+    return _eval_batches(
+      self.videos, self.n, np.arange(self.n), self.config, batch
+    )
+
+  def features(self, runner, variables, batch):
+    feats, labels = runner.features(variables, self._batches(batch))
+    self._check(labels)
+    return feats
+
+  def log_probs(self, runner, variables, batch):
+    logp, labels = runner.log_probs(variables, self._batches(batch))
+    self._check(labels)
+    return logp
+
+  def _check(self, labels):
+    if not np.array_equal(labels, self.meta["label"]):
+      raise RuntimeError("internal: held-out videos out of order")
+
+  def accuracy(self, logits) -> float:
+    return float(np.mean(np.argmax(logits, -1) == self.meta["label"]))
+
+  def describe(self) -> dict:
+    return {
+      "data": self.name,
+      "videos": int(self.n),
+      "subjects": int(len(np.unique(self.meta["subject_id"]))),
+    }
+
+  def arrays(self) -> dict:
+    return {
+      "heldout_labels": self.meta["label"],
+      "heldout_subjects": self.meta["subject_id"],
+    }
 
 
 def write_report(config, workdir, fold_results, class_names, init_info):
@@ -345,12 +539,16 @@ def write_report(config, workdir, fold_results, class_names, init_info):
     "width": config.model.width,
     "fold_by": ev.fold_by,
     "num_folds": ev.num_folds,
-    "folds_run": [r["fold"] for r in fold_results],
+    "folds_run": sorted({r["fold"] for r in fold_results}),
+    "runs": [r.get("unit", r["fold"]) for r in fold_results],
     "label_fraction": ev.label_fraction,
     "class_names": class_names,
     "linear": report_lib.summarize(
       [
-        {"fold": r["fold"], "confusion": r["linear"]["confusion"]}
+        {
+          "fold": r.get("unit", r["fold"]),
+          "confusion": r["linear"]["confusion"],
+        }
         for r in fold_results
       ],
       class_names,
@@ -364,13 +562,31 @@ def write_report(config, workdir, fold_results, class_names, init_info):
   ):
     rep["finetune"] = report_lib.summarize(
       [
-        {"fold": r["fold"], "confusion": r["finetune"]["confusion"]}
+        {
+          "fold": r.get("unit", r["fold"]),
+          "confusion": r["finetune"]["confusion"],
+        }
         for r in fold_results
       ],
       class_names,
     )
     final = "finetune"
   rep["final"] = final
+  heldout = {}
+  for phase in ("linear", "finetune"):
+    accs = {
+      str(r.get("unit", r["fold"])): r[phase]["heldout_accuracy"]
+      for r in fold_results
+      if "heldout_accuracy" in r.get(phase, {})
+    }
+    if accs and len(accs) == len(fold_results):
+      heldout[phase] = {
+        "run_accuracy": accs,
+        "mean": float(np.mean(list(accs.values()))),
+      }
+  if heldout:
+    heldout["population"] = fold_results[0]["heldout"]
+    rep["heldout"] = heldout
   emb = os.path.join(workdir, "embeddings.npz")
   if os.path.exists(emb):
     d = np.load(emb)

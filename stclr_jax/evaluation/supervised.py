@@ -9,6 +9,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -90,6 +91,46 @@ class Constant:
 
 
 SCHEDULES = ("plateau", "cosine", "constant")
+
+
+class StepSchedule:
+  """The learning-rate scale of a phase set in optimisation steps
+  (``eval.budget="steps"``): ``"cosine"`` decays per step,
+  ``(1 + cos(pi * t / num_steps)) / 2`` at step ``t``; ``"constant"`` is
+  1; ``"plateau"`` is :class:`Plateau` fed the mean training loss of every
+  ``steps_per_epoch`` steps (an epoch's worth of the labelled set, at
+  least one step). ``.scale`` for the coming step, ``.end_step(loss)``
+  after it (the loss may be a device array: it is read only by the
+  plateau rule, once per ``steps_per_epoch``)."""
+
+  def __init__(self, ev, num_steps: int, steps_per_epoch: int):
+    self.name = ev.get("schedule", "plateau")
+    if self.name not in SCHEDULES:
+      raise ValueError(
+        f"eval.schedule must be one of {SCHEDULES}, got {self.name!r}"
+      )
+    self._steps = max(int(num_steps), 1)
+    self._per_epoch = max(int(steps_per_epoch), 1)
+    self._plateau = Plateau(ev) if self.name == "plateau" else None
+    self._step = 0
+    self._losses = []
+
+  @property
+  def scale(self) -> float:
+    if self.name == "cosine":
+      return 0.5 * (1 + math.cos(math.pi * self._step / self._steps))
+    if self._plateau is not None:
+      return self._plateau.scale
+    return 1.0
+
+  def end_step(self, loss) -> None:
+    self._step += 1
+    if self._plateau is None:
+      return
+    self._losses.append(loss)
+    if len(self._losses) == self._per_epoch:
+      self._plateau.end_epoch(float(np.mean(jax.device_get(self._losses))))
+      self._losses = []
 
 
 def schedule(ev, epochs: int):

@@ -13,7 +13,7 @@ from flax import nnx
 
 from stclr_jax.models import make_encoder
 from stclr_jax.models.contrastive import ContrastiveModel
-from stclr_jax.models.video_resnet import VideoResNet
+from stclr_jax.models.video_resnet import BasicBlock, VideoResNet
 
 # float64 is for numerical checks (bench/multihost_equivalence.py): it needs
 # jax_enable_x64, and makes the parameters float64 too.
@@ -49,7 +49,7 @@ def create_encoder(
 ) -> VideoResNet:
   """The encoder f of ``config.model`` (randomly initialised)."""
   dtype = compute_dtype(model_config.dtype)
-  return make_encoder(
+  encoder = make_encoder(
     model_config.encoder,
     width=model_config.width,
     dtype=dtype,
@@ -57,6 +57,22 @@ def create_encoder(
     bn_groups=bn_groups,
     rngs=rngs,
   )
+  if model_config.get("zero_init_residual", False):
+    zero_init_residual(encoder)
+  return encoder
+
+
+def zero_init_residual(encoder: VideoResNet) -> int:
+  """Sets the scale of the last BatchNorm of every residual block to zero
+  (``model.zero_init_residual``; torchvision's option of that name, Goyal
+  et al. 2017): each block starts as its shortcut, so a random network
+  starts near a shallow one. Returns the number of blocks changed."""
+  count = 0
+  for _, m in nnx.iter_modules(encoder):
+    if isinstance(m, BasicBlock):
+      m.bn2.scale.value = jnp.zeros_like(m.bn2.scale.value)
+      count += 1
+  return count
 
 
 def create_model(

@@ -144,6 +144,35 @@ CONFIGS = {
     views=3,
     description="unlabelled, subjects 2001-2136 x 6 sequences x 3 views",
   ),
+  # The calibrated benchmark's other populations (bench/
+  # synthetic_protocol.py, BENCHMARKS.md): every one its own people.
+  # A labelled twin of the pool: the same subjects and bit-identical
+  # videos, with labels, read only by the supervised control arm
+  # (``supervised_pool``); self-supervised pretraining reads the pool.
+  "expressive_pool_labelled": dataclasses.replace(
+    _EXPRESSIVE,
+    name="expressive_pool_labelled",
+    num_subjects=400,
+    first_subject=1001,
+    description="expressive_pool with its labels (the supervised control)",
+  ),
+  # Held out: scored by every fold's final model, never trained or tuned
+  # on; what the benchmark ranks by.
+  "expressive_heldout": dataclasses.replace(
+    _EXPRESSIVE,
+    name="expressive_heldout",
+    num_subjects=200,
+    first_subject=3001,
+    description="held-out population: subjects 3001-3200 x 6, labelled",
+  ),
+  # Development: where every knob of the benchmark is chosen.
+  "expressive_dev": dataclasses.replace(
+    _EXPRESSIVE,
+    name="expressive_dev",
+    num_subjects=80,
+    first_subject=4001,
+    description="development population: subjects 4001-4080 x 6, labelled",
+  ),
   "tiny": SyntheticExpressionsConfig(
     name="tiny",
     num_subjects=6,
@@ -161,6 +190,24 @@ CONFIGS = {
     min_frames=6,
     max_frames=12,
     description="tiny's unlabelled pool: 12 other subjects x 6",
+  ),
+  "tiny_pool_labelled": SyntheticExpressionsConfig(
+    name="tiny_pool_labelled",
+    num_subjects=12,
+    first_subject=1001,
+    frame_size=32,
+    min_frames=6,
+    max_frames=12,
+    description="tiny_pool with its labels",
+  ),
+  "tiny_heldout": SyntheticExpressionsConfig(
+    name="tiny_heldout",
+    num_subjects=4,
+    first_subject=3001,
+    frame_size=32,
+    min_frames=6,
+    max_frames=12,
+    description="tiny's held-out population: 4 other subjects x 6",
   ),
   "tiny_views": SyntheticExpressionsConfig(
     name="tiny_views",
