@@ -87,7 +87,7 @@ BENCH_VERSION = 2
 RECIPE = {
   "eval.budget": "steps",
   "eval.linear_steps": 300,
-  "eval.finetune_steps": 400,
+  "eval.finetune_steps": 300,
   "eval.schedule": "cosine",
   "eval.learning_rate": 1e-3,
   "eval.linear_learning_rate": 1e-3,
@@ -421,7 +421,7 @@ def main(argv=None):
   p.add_argument("--out", default="", help="the results as JSON")
   p.add_argument("--arms", default=",".join(TABLE))
   p.add_argument("--labels", default="100,10", help="percent of labels")
-  p.add_argument("--folds", default="0,1,2")
+  p.add_argument("--folds", default="0,1")
   p.add_argument(
     "--draws", type=int, default=3, help="label subsets per fold below 100%%"
   )
@@ -460,9 +460,7 @@ def main(argv=None):
         res, _ = evaluate(arm, init, pct, args, times)
       results[(arm, pct)] = res
       seconds = times.get(f"eval {arm} {pct:g}%", 0.0)
-      rows.append(
-        row(arm, pct, res, results.get(("scratch", pct)), args, seconds)
-      )
+      rows.append(row(arm, pct, res, results.get(("scratch", pct)), seconds))
   for r in rows:
     r["pretrain_s"] = round(times.get(f"pretrain {r['arm']}", 0.0), 1)
   gate_pct = min(pcts)

@@ -136,8 +136,8 @@ def synthetic_sizes(
   else:
     # Face crops with clear expressions, stored at 64 px, clips at 48 px:
     # a from-scratch encoder learns them; at 32 px, or on the "faces"
-    # config's subtler expressions, it stays at chance (BENCHMARKS.md,
-    # synthetic benchmark).
+    # config's subtler expressions, it stays at chance (BENCHMARKS.md at
+    # 6b7ade2, "Synthetic benchmark").
     c.data.name, c.data.clip_len, c.data.size = (
       "synthetic_expressions/expressive",
       8,
@@ -285,6 +285,8 @@ def finetune_config() -> ml_collections.ConfigDict:
   # The fine-tuning head starts from the linear phase's layer ("linear",
   # the paper's order) or at zero ("zero").
   c.eval.head_init = "linear"
+  # The linear layer's fine-tuning rate: eval.learning_rate times this.
+  c.eval.head_lr_mult = 1.0
   # A labelled data set of other subjects (e.g. synthetic_expressions/
   # expressive_heldout), scored by every run's final model ("": none).
   c.eval.heldout_data = ""

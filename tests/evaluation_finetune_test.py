@@ -154,3 +154,40 @@ def test_started_reads_the_first_item_at_once():
   assert read == [0]
   assert list(it) == [0, 1, 2] and read == [0, 1, 2]
   assert list(finetune.started(items(0))) == []
+
+
+def test_head_rate_multiplier_scales_the_linear_layers_step_only(
+  runner_and_vars,
+):
+  """``eval.head_lr_mult``: the head's first Adam step (the same size for
+  every weight, lr x sign) is the multiplier times the encoder's rate."""
+  _, runner, variables, config = runner_and_vars
+  rng = np.random.default_rng(3)
+  t, s = config.data.clip_len, config.data.size
+  batch = {
+    "video": rng.uniform(0, 1, (8, t, s, s, 3)).astype(np.float32),
+    "label": np.arange(8) % 6,
+  }
+  params, stats = variables
+  moved = {}
+  for mult in (1.0, 10.0):
+    tx, step = runner.make_train_step(1e-3, mult)
+    assert runner.make_train_step(1e-3, mult)[1] is step  # kept
+    state = finetune.TrainState(
+      params=jax.tree.map(jnp.array, params),
+      batch_stats=jax.tree.map(jnp.array, stats),
+      opt_state=tx.init(params),
+      step=np.int32(0),
+    )
+    state, _ = step(
+      state, mesh_lib.to_global_arrays(batch, runner.mesh), np.float32(1)
+    )
+    new = jax.device_get(state.params)
+    moved[mult] = jax.tree.map(lambda a, b: np.asarray(a) - b, new, params)
+  for a, b in zip(_leaves(moved[10.0]["head"]), _leaves(moved[1.0]["head"])):
+    np.testing.assert_allclose(a, 10 * b, rtol=1e-4, atol=1e-9)
+  assert max(np.abs(b).max() for b in _leaves(moved[1.0]["head"])) > 5e-4
+  for a, b in zip(
+    _leaves(moved[10.0]["encoder"]), _leaves(moved[1.0]["encoder"])
+  ):
+    np.testing.assert_array_equal(a, b)

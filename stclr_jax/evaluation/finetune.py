@@ -164,16 +164,18 @@ class Runner:
     logp, labels = self._run(self._logits, variables, batches)
     return np.argmax(logp, -1), labels
 
-  def make_train_step(self, learning_rate: float):
+  def make_train_step(self, learning_rate: float, head_mult: float = 1.0):
     """The jitted, donated fine-tuning step: Adam at ``learning_rate`` times
-    the plateau scale (an input, so one compilation serves every fold).
+    the plateau scale (an input, so one compilation serves every fold), and
+    ``head_mult`` times that for the linear layer (``eval.head_lr_mult``).
     Returns ``(tx, step)``; ``step(state, batch, lr_scale)``. The same pair
-    for the same ``learning_rate`` (its compilations are kept)."""
-    if learning_rate not in self._train_steps:
-      self._train_steps[learning_rate] = self._new_train_step(learning_rate)
-    return self._train_steps[learning_rate]
+    for the same rates (its compilations are kept)."""
+    key = (learning_rate, head_mult)
+    if key not in self._train_steps:
+      self._train_steps[key] = self._new_train_step(learning_rate, head_mult)
+    return self._train_steps[key]
 
-  def _new_train_step(self, learning_rate: float):
+  def _new_train_step(self, learning_rate: float, head_mult: float = 1.0):
     tx = optax.scale_by_adam()
 
     def step(state: TrainState, batch, lr_scale):
@@ -188,6 +190,8 @@ class Runner:
       )(state.params)
       updates, opt_state = tx.update(grads, state.opt_state)
       updates = jax.tree.map(lambda u: -learning_rate * lr_scale * u, updates)
+      if head_mult != 1.0:
+        updates["head"] = jax.tree.map(lambda u: head_mult * u, updates["head"])
       new_state = TrainState(
         params=optax.apply_updates(state.params, updates),
         batch_stats=batch_stats,

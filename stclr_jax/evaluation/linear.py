@@ -61,8 +61,8 @@ def train_linear(
   ``(W, b)``, so they apply to the raw features: still one linear layer on
   the frozen encoder, but well conditioned. Pooled ReLU features sit on a
   large offset with a small spread, where Adam barely moves the training
-  loss off ln C: measured in BENCHMARKS.md (Synthetic protocol, Diagnosis,
-  item 6) and tested in tests/evaluation_linear_test.py.
+  loss off ln C: measured in BENCHMARKS.md at 6b7ade2 (Synthetic
+  protocol, Diagnosis, item 6) and tested in tests/evaluation_linear_test.py.
 
   ``steps`` > 0: a budget of ``steps`` optimisation steps instead of
   ``epochs`` (``eval.budget="steps"``), whatever the number of videos:

@@ -334,7 +334,9 @@ def evaluate(config, workdir: str) -> dict:
           return {"test_accuracy": float(np.mean(preds == labels))}
 
       if step_fn is None:
-        tx, step_fn = runner.make_train_step(ev.learning_rate)
+        tx, step_fn = runner.make_train_step(
+          ev.learning_rate, float(ev.get("head_lr_mult", 1.0))
+        )
       if ev.get("head_init", "linear") == "zero":
         w0 = np.zeros_like(lin["w"])
         b0 = np.zeros_like(lin["b"])
