@@ -16,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stclr_jax import train
+from stclr_jax import checkpoints, train
 from stclr_jax.evaluation import protocol
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -82,7 +82,12 @@ def main(argv):
       f" {rep['confusion_png']}"
     )
     return
-  last = train.pretrain(_CONFIG.value, _WORKDIR.value)["last"]
+  try:
+    last = train.pretrain(_CONFIG.value, _WORKDIR.value)["last"]
+  except checkpoints.WorkdirError as e:
+    # The project's message, last and alone, exit status 1: a record, the
+    # config or a checkpoint that the workdir cannot continue with.
+    raise SystemExit(f"stclr_jax.main: {e}") from None
   logging.info("finished: %s", last)
   print(
     f"final step {last.get('step')}: loss "

@@ -124,11 +124,10 @@ def data_shards(config, workdir: str, resuming: bool, process_count: int):
       STREAM_FILE,
     )
     return input_lib.num_data_shards(config.data, process_count)
-  with open(path) as f:
-    record = json.load(f)
-  recorded = int(record["num_shards"])
+  record = checkpoints.read_record(workdir, STREAM_FILE, _check_stream)
+  recorded = record["num_shards"]
   if "seed" in record and record["seed"] != config.seed:
-    raise ValueError(
+    raise checkpoints.WorkdirError(
       f"{workdir} was trained with seed {record['seed']} (see {path}); "
       f"--config.seed={config.seed} would change its data stream from the "
       f"restored step on. Set --config.seed={record['seed']}, or start a "
@@ -136,14 +135,14 @@ def data_shards(config, workdir: str, resuming: bool, process_count: int):
     )
   asked = config.data.get("num_shards", 0)
   if asked and asked != recorded:
-    raise ValueError(
+    raise checkpoints.WorkdirError(
       f"{workdir} was trained with {recorded} data shards (see {path}); "
       f"--config.data.num_shards={asked} would change its data stream from "
       f"the restored step on. Set --config.data.num_shards={recorded} (or 0)"
       ", or start a new --workdir"
     )
   if recorded % process_count:
-    raise ValueError(
+    raise checkpoints.WorkdirError(
       f"{workdir} was trained with {recorded} data shards (see {path}), "
       f"which {process_count} processes cannot split evenly, so its data "
       f"stream cannot continue unchanged: resume on a number of processes "
@@ -159,16 +158,24 @@ def data_shards(config, workdir: str, resuming: bool, process_count: int):
   return recorded
 
 
+def _check_stream(record: dict) -> str | None:
+  """What is wrong with a ``data_stream.json`` that parses, if anything."""
+  shards = record.get("num_shards")
+  if type(shards) is not int or shards < 1:
+    return f"num_shards is {shards!r}, not a positive integer"
+  if "seed" in record and type(record["seed"]) is not int:
+    return f"seed is {record['seed']!r}, not an integer"
+  return None
+
+
 def record_stream(workdir: str, num_shards: int, seed: int) -> None:
   """Writes ``data_stream.json`` atomically, once per run (process 0; a
   resumed run reads it and never rewrites it)."""
-  path = os.path.join(workdir, STREAM_FILE)
-  if os.path.exists(path):
+  if os.path.exists(os.path.join(workdir, STREAM_FILE)):
     return
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump({"num_shards": num_shards, "seed": seed}, f)
-  os.replace(tmp, path)
+  checkpoints.write_record(
+    workdir, STREAM_FILE, json.dumps({"num_shards": num_shards, "seed": seed})
+  )
 
 
 class Preemption:
@@ -285,20 +292,52 @@ def pretrain(
 
   Returns ``{"last": <last logged metrics>, "history": [<all logged>]}``,
   each metrics dict with its ``step``.
+
+  A resumed run checks, before it restores anything, that its config fits
+  the run in ``workdir`` (:func:`checkpoints.check_resume_config`): only
+  the fields of :data:`checkpoints.FREE_ON_RESUME` may change, namely
+  ``num_steps``, ``num_epochs`` (the schedule is then the new length's),
+  ``log_every_steps``, ``checkpoint_every_steps``, ``keep_checkpoints``,
+  ``profile``, the paths ``init_from``, ``data.data_dir``,
+  ``data.manual_dir`` and ``data.csv_path``, ``data.cache``,
+  ``aug.placement`` and ``aug.ship_size``; ``data.num_shards`` is checked
+  against ``data_stream.json`` (:func:`data_shards`). Every other field
+  (the model, its width, dtype and head, the optimiser and its schedule,
+  the batch size, the seed, the data set, its clips and augmentation, the
+  loss and pretext options) is an error that lists each changed field. A
+  record of the workdir that does not read is an error naming the file. A
+  checkpoint whose files do not read is moved aside to
+  ``checkpoints/corrupt-<step>`` and the one before it restored
+  (:func:`checkpoints.restore_latest`). Those errors are
+  :class:`checkpoints.WorkdirError`, raised with the checkpoint manager
+  closed.
   """
   os.makedirs(workdir, exist_ok=True)
+  mngr = checkpoints.manager(workdir, config.keep_checkpoints)
+  try:
+    return _pretrain(config, workdir, mngr, devices)
+  finally:
+    mngr.close()
+
+
+def _pretrain(config, workdir: str, mngr, devices) -> dict:
+  # The run's records and config are checked before anything is built,
+  # written or restored.
+  resuming = bool(mngr.all_steps())
+  if resuming:
+    checkpoints.check_resume_config(config, workdir)
+  shards = data_shards(config, workdir, resuming, jax.process_count())
   mesh = mesh_lib.make_mesh(devices)
   if config.batch_size % mesh.size:
     raise ValueError(
       f"batch_size {config.batch_size} is not divisible by the {mesh.size}"
       " devices"
     )
+  if jax.process_count() > 1:  # every process must cut the same shards
+    multihost_utils.assert_equal(np.int32(shards), "data shards differ")
   writer = metric_writers.create_default_writer(
     workdir, just_logging=jax.process_index() > 0
   )
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
 
   # Size of the split, for the schedule (the pipeline is built after the
   # restore, at the restored step).
@@ -308,8 +347,13 @@ def pretrain(
   lr_fn = optim_lib.schedule(config.optim, steps_per_epoch, total_steps)
   tx = optim_lib.make_optimizer(config.optim, lr_fn)
   graphdef, state, _ = create_state(config, mesh, tx)
-  mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, restored = checkpoints.restore_latest(mngr, state)
+  # The records are written once the workdir's state is known to fit.
+  if jax.process_index() == 0:
+    checkpoints.write_record(
+      workdir, checkpoints.CONFIG_FILE, config.to_json_best_effort(indent=2)
+    )
+    record_stream(workdir, shards, config.seed)
   start = int(restored or 0)
   if restored is None:
     parameter_overview.log_parameter_overview(
@@ -318,14 +362,6 @@ def pretrain(
   else:
     logging.info("Resumed from checkpoint step %d in %s", start, mngr.directory)
   step_fn = make_train_step(config, mesh, graphdef, tx, lr_fn, state)
-
-  shards = data_shards(
-    config, workdir, restored is not None, jax.process_count()
-  )
-  if jax.process_count() > 1:  # every process must cut the same shards
-    multihost_utils.assert_equal(np.int32(shards), "data shards differ")
-  if jax.process_index() == 0:
-    record_stream(workdir, shards, config.seed)
   batches, _ = input_lib.pretrain_input(
     config, start_step=start, num_shards=shards, builder=builder
   )
@@ -394,6 +430,5 @@ def pretrain(
   if pending is not None:
     read(*pending)
   mngr.wait_until_finished()
-  mngr.close()
   writer.flush()
   return {"last": history[-1] if history else {}, "history": history}
