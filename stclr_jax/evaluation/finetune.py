@@ -155,6 +155,19 @@ class Runner:
     ``variables``: ``(params, batch_stats)``."""
     return self._run(self._features, variables, batches)
 
+  def initial_state(self, tx, params, batch_stats) -> TrainState:
+    """A fresh training state (``tx`` initialised, step 0) on the mesh,
+    replicated: where every supervised phase starts."""
+    return jax.device_put(
+      TrainState(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=tx.init(params),
+        step=np.int32(0),
+      ),
+      self.replicated,
+    )
+
   def log_probs(self, variables, batches):
     """Log-probabilities (the mean over a video's clips) and labels."""
     return self._run(self._logits, variables, batches)
@@ -351,15 +364,7 @@ def finetune_fold(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )
   sched = supervised.schedule(ev, ev.finetune_epochs)
-  state = jax.device_put(
-    TrainState(
-      params=params,
-      batch_stats=batch_stats,
-      opt_state=tx.init(params),
-      step=np.int32(0),
-    ),
-    runner.replicated,
-  )
+  state = runner.initial_state(tx, params, batch_stats)
   subset = pipeline.select(videos, num_videos, train_idx)
   spatial = train_augment(ev)
 
@@ -454,15 +459,7 @@ def _finetune_steps(
   steps = int(ev.finetune_steps)
   per_epoch = max(1, len(train_idx) // batch_size)
   sched = supervised.StepSchedule(ev, steps, per_epoch)
-  state = jax.device_put(
-    TrainState(
-      params=params,
-      batch_stats=batch_stats,
-      opt_state=tx.init(params),
-      step=np.int32(0),
-    ),
-    runner.replicated,
-  )
+  state = runner.initial_state(tx, params, batch_stats)
   modes = tuple(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )

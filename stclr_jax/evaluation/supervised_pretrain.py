@@ -149,15 +149,7 @@ def pretrain(config, workdir: str, *, target: str, num_steps: int) -> dict:
   )
   per_epoch = max(1, n // batch)
   sched = supervised.StepSchedule(ev, num_steps, per_epoch)
-  state = jax.device_put(
-    finetune.TrainState(
-      params=params,
-      batch_stats=batch_stats,
-      opt_state=tx.init(params),
-      step=np.int32(0),
-    ),
-    runner.replicated,
-  )
+  state = runner.initial_state(tx, params, batch_stats)
   log, losses, accs = [], [], []
   every = max(1, num_steps // 20)
   for step, b in enumerate(stream.as_numpy_iterator(), 1):
