@@ -87,6 +87,23 @@ def test_results_json_has_the_table_the_mde_and_the_gate(bench):
   ident = rows[("identity_pool", 50)]["heldout_run_acc"]
   assert g["diff"] == pytest.approx(np.mean([sup[k] - ident[k] for k in sup]))
   assert saved["gate"] == ("PASS" if g["diff"] >= 3 * saved["mde"] else "FAIL")
+  # The frozen-feature readout has its own paired differences and gate.
+  for (arm, pct), r in rows.items():
+    lo, hi = r["linear_probe_ci95"]
+    assert lo <= r["linear_probe_acc"] <= hi
+    if arm != "scratch":
+      base = rows[("scratch", pct)]["linear_probe_run_acc"]
+      mine = r["linear_probe_run_acc"]
+      want = np.mean([mine[k] - base[k] for k in mine])
+      assert r["linear_diff_vs_scratch"] == pytest.approx(want)
+  sup = rows[("supervised_pool", 50)]["linear_probe_run_acc"]
+  ident = rows[("identity_pool", 50)]["linear_probe_run_acc"]
+  g = saved["linear_gate_detail"]
+  assert g["diff"] == pytest.approx(np.mean([sup[k] - ident[k] for k in sup]))
+  assert saved["linear_mde"] > 0
+  assert saved["linear_gate"] == (
+    "PASS" if g["diff"] >= 3 * saved["linear_mde"] else "FAIL"
+  )
 
 
 def test_budgets_are_equal_across_label_fractions(bench):
