@@ -4,7 +4,7 @@ Measures, side by side in one process, the median time of a jitted
 forward+backward step (loss = sum of squared features) for each of
 ``--lowerings`` (see ``stclr_jax.models.layers.VideoConv``: ``conv2d``,
 ``matmul``, ``spatial2d``, ``conv3d``; ``auto`` picks by backend), compiled
-with the library's XLA options (``models.xla_compiler_options``: Eigen's
+with the library's XLA options (``compiler.xla_compiler_options``: Eigen's
 convolutions on the CPU), and prints each one's speed-up over ``conv3d``.
 Usage:
 
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from stclr_jax import models
+from stclr_jax import compiler, models
 
 
 def time_step(lowering, x, repeats):
@@ -29,7 +29,7 @@ def time_step(lowering, x, repeats):
   graphdef, state = nnx.split(enc)
   grad = jax.jit(
     jax.grad(lambda st, v: jnp.sum(jnp.square(nnx.merge(graphdef, st)(v)))),
-    compiler_options=models.xla_compiler_options(),
+    compiler_options=compiler.xla_compiler_options(),
   )
 
   def step(_, v):

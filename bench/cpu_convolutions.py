@@ -1,7 +1,7 @@
 """Benchmark: one convolution on XLA:CPU, YNNPACK's kernels against Eigen's.
 
 XLA:CPU (jaxlib 0.10) runs convolutions with YNNPACK unless a jit is
-compiled with ``models.xla_compiler_options()`` (Eigen's, what the library's
+compiled with ``compiler.xla_compiler_options()`` (Eigen's, what the library's
 steps use). For the stage-1 shapes of the CPU size (R(2+1)D-18 at width
 0.25, 32 clips of 8 frames at 24x24), each timed as its own ``jax.jit``,
 side by side in one process, median of ``--repeats``:
@@ -33,7 +33,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from stclr_jax import models  # noqa: E402
+from stclr_jax import (
+  compiler,  # noqa: E402
+)
 
 
 def _conv2d(x, w, pad):
@@ -132,10 +134,10 @@ def main():
   p.add_argument("--size", type=int, default=24)
   p.add_argument("--repeats", type=int, default=7)
   a = p.parse_args()
-  eigen = models.xla_compiler_options("cpu")
+  eigen = compiler.xla_compiler_options("cpu")
   if eigen is None:
     sys.exit(
-      "models.xla_compiler_options('cpu') is None (XLA_FLAGS sets the "
+      "compiler.xla_compiler_options('cpu') is None (XLA_FLAGS sets the "
       "YNNPACK option, or this jaxlib lacks it): nothing to compare"
     )
   print(

@@ -5,7 +5,7 @@ Every convolution of the library's pretraining step (forward, input
 gradient, kernel gradient) is read from the step's traced jaxpr, with its
 operand shapes and dimension numbers, and re-run on random operands of
 those shapes, grouped by kind, each group as one ``jax.jit`` compiled with
-the library's compiler options (``models.xla_compiler_options``: on the CPU,
+the library's compiler options (``compiler.xla_compiler_options``: on the CPU,
 Eigen's convolutions) and, for comparison, with XLA's defaults (YNNPACK's).
 Within a group the convolutions run one after the other, as in the step.
 The whole step is timed beside them. PyTorch's step is the peer of
@@ -48,7 +48,9 @@ for path in (ROOT, BENCH):
 import quiet  # noqa: E402
 import train_step as step_bench  # noqa: E402
 
-from stclr_jax import models  # noqa: E402
+from stclr_jax import (
+  compiler,  # noqa: E402
+)
 
 KINDS = ("forward", "input gradient", "kernel gradient")
 
@@ -211,7 +213,7 @@ def main():
   p.add_argument("--no_torch", action="store_true")
   a = p.parse_args()
   platform = jax.devices()[0].platform
-  library = models.xla_compiler_options(platform)
+  library = compiler.xla_compiler_options(platform)
   print(
     f"jax {jax.__version__} on {platform}; R(2+1)D-18 width {a.width}, "
     f"{a.batch} videos x 2 views of {a.frames}x{a.size}x{a.size}, "

@@ -91,8 +91,11 @@ from torch_reference import (  # noqa: E402
   build_torch,
 )
 
+from stclr_jax import (
+  compiler,  # noqa: E402
+  models,  # noqa: E402
+)
 from stclr_jax import mesh as mesh_lib  # noqa: E402
-from stclr_jax import models  # noqa: E402
 from stclr_jax import optim as optim_lib  # noqa: E402
 from stclr_jax import train_step as train_step_lib  # noqa: E402
 
@@ -281,7 +284,7 @@ def device_peak_flops(dtype, override):
 @contextlib.contextmanager
 def _cpu_convolutions(lowering):
   """``LOWERING+ynnpack``: the library's step built without its XLA:CPU
-  compiler options (models.xla_compiler_options), so XLA:CPU runs the
+  compiler options (compiler.xla_compiler_options), so XLA:CPU runs the
   convolutions in YNNPACK, its own default; plain ``LOWERING``: the
   library's choice (Eigen's convolutions on the CPU)."""
   _, plus, library = lowering.partition("+")
@@ -292,12 +295,12 @@ def _cpu_convolutions(lowering):
     raise ValueError(
       f"--lowering: LOWERING or LOWERING+ynnpack, got {lowering!r}"
     )
-  saved = models.mesh_compiler_options
-  models.mesh_compiler_options = lambda mesh: None
+  saved = compiler.mesh_compiler_options
+  compiler.mesh_compiler_options = lambda mesh: None
   try:
     yield
   finally:
-    models.mesh_compiler_options = saved
+    compiler.mesh_compiler_options = saved
 
 
 class _JaxRunner:

@@ -30,10 +30,10 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from stclr_jax import compiler
 from stclr_jax import descriptors as descriptors_lib
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
-from stclr_jax import models
 from stclr_jax.data import device_augment
 
 
@@ -328,5 +328,5 @@ def make_train_step(
     in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
     out_shardings=(replicated, mesh_lib.replicated(mesh)),
     donate_argnums=(0,),
-    compiler_options=models.mesh_compiler_options(mesh),
+    compiler_options=compiler.mesh_compiler_options(mesh),
   )

@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import step_convolutions as sc  # noqa: E402
 import train_step as step_bench  # noqa: E402
 
-from stclr_jax import models  # noqa: E402
+from stclr_jax import (
+  compiler,  # noqa: E402
+)
 
 N_KERNELS = 37  # R(2+1)D-18: stem 2 + 8 blocks x 2 x (spatial, temporal) + 3
 
@@ -71,7 +73,7 @@ def test_the_runner_computes_the_convolutions_it_was_given():
     2, 4, 16, "fp32", 0.25, None, "conv2d", "adam"
   )
   convs = sc.convolutions(step.trace(state, data).jaxpr)[:6]
-  options = models.xla_compiler_options("cpu")
+  options = compiler.xla_compiler_options("cpu")
   fn, ops = sc.runner(convs, options)
   got = fn(ops)
   for (x, w), (_, _, params), y in zip(ops, convs, got):

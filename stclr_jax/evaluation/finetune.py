@@ -23,8 +23,8 @@ import optax
 from absl import logging
 from flax import nnx
 
+from stclr_jax import compiler, models
 from stclr_jax import mesh as mesh_lib
-from stclr_jax import models
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import pipeline
 from stclr_jax.evaluation import supervised
@@ -64,7 +64,7 @@ class Runner:
     self._eval_graphdef, _ = nnx.split(model)
     model.train()
     self._stats_graphdef = _statistics_graph(model)
-    self._options = models.mesh_compiler_options(mesh)
+    self._options = compiler.mesh_compiler_options(mesh)
     self._features = jax.jit(
       self._features_fn,
       out_shardings=self._data,

@@ -7,12 +7,7 @@ from flax import nnx
 
 from stclr_jax.models.contrastive import ContrastiveModel
 from stclr_jax.models.heads import LinearClassifier, ProjectionHead
-from stclr_jax.models.layers import (
-  BatchNorm,
-  VideoConv,
-  mesh_compiler_options,
-  xla_compiler_options,
-)
+from stclr_jax.models.layers import BatchNorm, VideoConv
 from stclr_jax.models.video_resnet import (
   VideoResNet,
   mc3_18,
@@ -61,9 +56,7 @@ __all__ = [
   "count_params",
   "make_encoder",
   "mc3_18",
-  "mesh_compiler_options",
   "midplanes",
   "r2plus1d_18",
   "r3d_18",
-  "xla_compiler_options",
 ]

@@ -11,7 +11,6 @@ compute ``dtype`` inside ``__call__`` (mixed precision).
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 
 import jax
@@ -103,59 +102,6 @@ def _gemm_wgrad_pays(channels: int, strides: tuple[int, int]) -> bool:
 
 LOWERINGS = ("auto", "conv2d", "matmul", "spatial2d", "conv3d")
 
-# XLA:CPU (jaxlib 0.10) hands every convolution to YNNPACK by default; its
-# default YNNPACK fusions are reductions, single dots and convolutions. On
-# R(2+1)D's shapes YNNPACK's convolutions were up to 3.5x slower than XLA's
-# Eigen ones, the kernel gradients 2.6-3.5x (bench/cpu_convolutions.py,
-# BENCHMARKS.md "Convolutions on XLA:CPU"). The library's jits keep the
-# other two.
-_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-_YNN_WITHOUT_CONVOLUTIONS = (
-  "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-)
-
-
-@functools.cache
-def _ynn_option_supported() -> bool:
-  """Whether this jaxlib's XLA:CPU takes the YNNPACK option (one tiny
-  compilation, once per process)."""
-  try:
-    cpu = jax.devices("cpu")[0]
-    jax.jit(
-      lambda v: v + 1,
-      compiler_options={_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS},
-    ).lower(jax.device_put(jnp.zeros((), jnp.float32), cpu)).compile()
-  except Exception:  # an older XLA without the option: its defaults stand
-    return False
-  return True
-
-
-def xla_compiler_options(platform: str | None = None) -> dict | None:
-  """Compiler options for a ``jax.jit`` that runs the encoder on
-  ``platform`` (default: JAX's default backend): on the CPU, XLA's Eigen
-  convolutions instead of YNNPACK's, the rest of XLA's defaults unchanged;
-  elsewhere ``None``. Also ``None`` when ``XLA_FLAGS`` already sets
-  ``--xla_cpu_experimental_ynn_fusion_type`` (the user's choice stands; set
-  it to ``reduce,individual_dot,individual_convolution`` to run XLA's own
-  default) or when this jaxlib has no such option.
-
-  The library's steps (pretraining, fine-tuning, feature extraction) pass
-  it to their ``jax.jit``; pass it to your own:
-  ``jax.jit(f, compiler_options=xla_compiler_options())``."""
-  platform = platform or jax.default_backend()
-  if platform != "cpu":
-    return None
-  if _YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
-    return None
-  if not _ynn_option_supported():
-    return None
-  return {_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS}
-
-
-def mesh_compiler_options(mesh) -> dict | None:
-  """:func:`xla_compiler_options` for the platform of ``mesh``'s devices."""
-  return xla_compiler_options(mesh.devices.flat[0].platform)
-
 
 class VideoConv(nnx.Module):
   """Bias-free 3-D convolution with kernel ``(kt, kh, kw, in, out)`` (DHWIO).
@@ -163,9 +109,9 @@ class VideoConv(nnx.Module):
   The maths is always that of ``Conv3d(kernel, stride, padding)``; the
   ``lowering`` picks how it runs:
 
-  * ``"conv2d"`` (measured fastest for a whole training step on XLA:CPU with
-    Eigen's convolutions, :func:`xla_compiler_options`; BENCHMARKS.md): every
-    (2+1)D kernel as a 2-D convolution with XLA's own gradients. A spatial
+  * ``"conv2d"`` (measured fastest for a whole training step on XLA:CPU
+    with Eigen's convolutions, ``stclr_jax.compiler``; BENCHMARKS.md):
+    every (2+1)D kernel as a 2-D convolution with XLA's own gradients. A spatial
     ``(1, kh, kw)`` kernel with time stride 1 runs over the
     ``batch*time`` frames; a temporal ``(kt, 1, 1)`` or pointwise ``1x1x1``
     kernel without spatial padding runs as a ``(kt, 1)`` kernel over
