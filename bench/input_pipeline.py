@@ -156,6 +156,7 @@ def _device_cost(c, it, a):
   from stclr_jax import models
   from stclr_jax import train_step as train_step_lib
   from stclr_jax.data import device_augment
+  from stclr_jax.pretext import objectives
 
   b = next(it)
   n = a.cost_batch
@@ -171,7 +172,12 @@ def _device_cost(c, it, a):
   tx = optax.sgd(1e-3, momentum=0.9)
   graphdef, state = train_step_lib.init_state(model, tx, mesh)
   step = train_step_lib.make_train_step(
-    mesh, graphdef, tx, optax.constant_schedule(1e-3), state, temperature=0.1
+    mesh,
+    graphdef,
+    tx,
+    optax.constant_schedule(1e-3),
+    state,
+    objectives.NTXent(0.1),
   )
   host_step = step.lower(state, views).compile()
   dev_step = step.lower(state, shipped).compile()

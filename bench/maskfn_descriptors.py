@@ -46,11 +46,11 @@ import jax.numpy as jnp  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from stclr_jax import checkpoints, descriptors, losses  # noqa: E402
-from stclr_jax import train_step as train_step_lib  # noqa: E402
 from stclr_jax.data import input as input_lib  # noqa: E402
 from stclr_jax.data import pipeline  # noqa: E402
 from stclr_jax.demo import load_config  # noqa: E402
 from stclr_jax.models import factory  # noqa: E402
+from stclr_jax.pretext import objectives  # noqa: E402
 
 KINDS = ("hog", "pixels", "encoder_parts", "encoder_rows")
 
@@ -182,8 +182,8 @@ def main(argv=None):
   for seed in range(args.seeds):
     v = videos_with_views(config, args.data, seed)
     views = {k: jnp.asarray(x) for k, x in v.items() if k != "label"}
-    stacks = train_step_lib.contrastive_views(views)
-    parts = train_step_lib.contrastive_pairs(
+    stacks = objectives.contrastive_views(views)
+    parts = objectives.contrastive_pairs(
       views, "parts_a", "parts_b", "parts_hard_a", "parts_hard_b"
     )
     n, per = len(v["label"]), 2 if args.hardneg else 1

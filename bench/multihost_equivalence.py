@@ -57,10 +57,11 @@ def worker(pid, nproc, port, out, dtype, data_dir, steps):
     )
   sys.path.insert(0, ROOT)
   from configs import stclr_synthetic
-  from stclr_jax import losses, optim, train
   from stclr_jax import mesh as mesh_lib
+  from stclr_jax import optim, train
   from stclr_jax import train_step as ts
   from stclr_jax.data import input as input_lib
+  from stclr_jax.pretext import objectives
 
   c = stclr_synthetic.get_config("tiny=1")
   c.data.data_dir = data_dir
@@ -78,10 +79,8 @@ def worker(pid, nproc, port, out, dtype, data_dir, steps):
     functools.partial(
       ts.gradients,
       graphdef=graphdef,
-      loss_fn=functools.partial(
-        losses.make_sharded_nt_xent(mesh, "data"),
-        temperature=c.loss.temperature,
-      ),
+      objective=objectives.NTXent(c.loss.temperature),
+      mesh=mesh,
       mean=np.zeros(3, np.float32),
       std=np.ones(3, np.float32),
     ),

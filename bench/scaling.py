@@ -3,7 +3,7 @@
 Run as a script: it sets ``--xla_force_host_platform_device_count=8``
 before JAX is imported. Two parts, on a ``Mesh(('data',))`` of 8 devices:
 
-* ``loss``: the NT-Xent of ``stclr_jax.losses.make_sharded_nt_xent``
+* ``loss``: the NT-Xent of ``stclr_jax.losses.nt_xent_sharded``
   (all-gather of both views' 128-d embeddings in shard_map, local anchors x
   global candidates, value and gradient) at global batch 256, 1024, 4096,
   and the all-gather alone. Its share of a step is reported against the
@@ -29,6 +29,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
@@ -61,9 +62,11 @@ def loss_times(mesh, global_batch, repeats, dim=128):
   ka, kb = jax.random.split(jax.random.key(global_batch))
   z_a = jax.device_put(jax.random.normal(ka, (global_batch, dim)), shard)
   z_b = jax.device_put(jax.random.normal(kb, (global_batch, dim)), shard)
-  loss_fn = losses_lib.make_sharded_nt_xent(mesh, "data")
+  loss_fn = losses_lib.sharded(
+    functools.partial(losses_lib.nt_xent_sharded, temperature=0.1), mesh
+  )
   grad = jax.jit(
-    jax.value_and_grad(lambda a, b: loss_fn(a, b, 0.1)[0], argnums=(0, 1))
+    jax.value_and_grad(lambda a, b: loss_fn(a, b)[0], argnums=(0, 1))
   )
 
   def gather(a, b):

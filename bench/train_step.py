@@ -98,6 +98,7 @@ from stclr_jax import (
 from stclr_jax import mesh as mesh_lib  # noqa: E402
 from stclr_jax import optim as optim_lib  # noqa: E402
 from stclr_jax import train_step as train_step_lib  # noqa: E402
+from stclr_jax.pretext import objectives  # noqa: E402
 
 TV_GMAC_PER_CLIP = 40.5  # torchvision r2plus1d_18, 16x112x112
 
@@ -180,7 +181,7 @@ def jax_pretrain_step(
     tx,
     optax.constant_schedule(lr),
     state,
-    temperature=TEMPERATURE,
+    objectives.NTXent(TEMPERATURE),
   )
   return step, state, data, model
 

@@ -3,8 +3,8 @@ protocol as configs/finetune_oulu.py on the built-in labelled set
 synthetic_expressions/expressive (80 subjects; width-0.25 R(2+1)D-18,
 8x48x48 clips).
 
-Departures from the paper, each measured (BENCHMARKS.md, synthetic
-benchmark):
+Departures from the paper, each measured (BENCHMARKS.md at 6b7ade2,
+"Synthetic benchmark"):
 
 * 5 folds run of the 10 (``eval.run_folds``), for CPU time;
 * Adam at 1e-3 in both phases with a cosine decay over the phase, not the

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 # XLA:CPU (jaxlib 0.10) hands every convolution to YNNPACK by default; its
 # default YNNPACK fusions are reductions, single dots and convolutions. On
-# R(2+1)D's shapes YNNPACK's convolutions were up to 3.5x slower than XLA's
+# R(2+1)D's shapes YNNPACK's convolutions are up to 3.5x slower than XLA's
 # Eigen ones, the kernel gradients 2.6-3.5x (bench/cpu_convolutions.py,
 # BENCHMARKS.md "Convolutions on XLA:CPU"). The library's jits keep the
 # other two.

@@ -241,7 +241,8 @@ def finetune_config() -> ml_collections.ConfigDict:
   # its weights: the same linear model, better conditioned (not in the
   # paper). On with ``linear_only=1``; off before fine-tuning, where the
   # folded layer's large weights meet the shifted train-mode features (a
-  # random encoder's first fine-tuning epoch: loss 677, BENCHMARKS.md).
+  # random encoder's first fine-tuning epoch: loss 677, BENCHMARKS.md,
+  # "The calibrated benchmark", item 4).
   c.eval.linear_standardize = False
   # BatchNorm running statistics re-estimated per fold on its training
   # videos before the linear phase: "auto" (on for init_from="", the random

@@ -5,7 +5,8 @@ ResNet-18 applied to crops of the eyes and the mouth. Its weights cannot be
 fetched at run time here, so the library's default descriptor is the
 histogram of oriented gradients (HOG) of the same crops, computed on the
 device inside the jitted step; ``bench/maskfn_descriptors.py`` measures
-which descriptor finds same-expression videos most often (BENCHMARKS.md).
+which descriptor finds same-expression videos most often (BENCHMARKS.md
+at 6b7ade2, "Which descriptor chooses MaskFN's false negative").
 
 :func:`hog` is scikit-image's ``skimage.feature.hog`` (Dalal & Triggs)
 rewritten in jax.numpy (``tests/descriptors_test.py`` compares them):

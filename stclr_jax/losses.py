@@ -125,21 +125,22 @@ def nt_xent_sharded(
   return loss, {"contrastive_top1": top1}
 
 
-def make_sharded_nt_xent(mesh: Mesh, axis_name: str = "data"):
-  """``(z_a, z_b, temperature) -> (loss, metrics)`` with the batch sharded on
-  ``axis_name`` of ``mesh``: :func:`nt_xent_sharded` wrapped in shard_map.
-  Call it inside or outside ``jax.jit``; it is differentiable."""
+def sharded(body, mesh: Mesh, axis_name: str = "data"):
+  """``body`` in ``jax.shard_map`` over ``axis_name`` of ``mesh``: every
+  argument is split along its first axis (the rows of the global batch),
+  and ``body(*local rows) -> (loss, metrics)`` returns values that are
+  the same on every device (replicated out). The one wrapper of every
+  loss here, e.g. ``sharded(functools.partial(nt_xent_sharded,
+  temperature=0.1), mesh)(z_a, z_b)``; callable inside or outside
+  ``jax.jit``, and differentiable."""
 
-  def fn(z_a, z_b, temperature):
-    body = functools.partial(
-      nt_xent_sharded, temperature=temperature, axis_name=axis_name
-    )
+  def fn(*args):
     return jax.shard_map(
       body,
       mesh=mesh,
-      in_specs=(P(axis_name), P(axis_name)),
+      in_specs=P(axis_name),
       out_specs=(P(), P()),
-    )(z_a, z_b)
+    )(*args)
 
   return fn
 
@@ -250,26 +251,6 @@ def maskfn_sharded(
   }
 
 
-def make_sharded_maskfn(mesh: Mesh, axis_name: str = "data"):
-  """``(z_a, z_b, d_a, d_b, temperature, weight) -> (loss, metrics)``,
-  the batch sharded on ``axis_name``: :func:`maskfn_sharded` in
-  shard_map."""
-
-  def fn(z_a, z_b, d_a, d_b, temperature, weight=MASKFN_WEIGHT):
-    body = functools.partial(
-      maskfn_sharded,
-      temperature=temperature,
-      weight=weight,
-      axis_name=axis_name,
-    )
-    spec = P(axis_name)
-    return jax.shard_map(
-      body, mesh=mesh, in_specs=(spec,) * 4, out_specs=(P(), P())
-    )(z_a, z_b, d_a, d_b)
-
-  return fn
-
-
 # Multi-positive NT-Xent (CL-MEx, as reconstructed: SupCon's "mean over
 # positives of the log-probability" with instance group ids).
 
@@ -337,24 +318,6 @@ def multi_positive_sharded(z, groups, temperature, axis_name="data"):
   }
 
 
-def make_sharded_multi_positive(mesh: Mesh, axis_name: str = "data"):
-  """``(z, groups, temperature) -> (loss, metrics)`` with rows sharded on
-  ``axis_name``: :func:`multi_positive_sharded` in shard_map."""
-
-  def fn(z, groups, temperature):
-    body = functools.partial(
-      multi_positive_sharded, temperature=temperature, axis_name=axis_name
-    )
-    return jax.shard_map(
-      body,
-      mesh=mesh,
-      in_specs=(P(axis_name), P(axis_name)),
-      out_specs=(P(), P()),
-    )(z, groups)
-
-  return fn
-
-
 def multi_positive_pairs(z_a, z_b, groups, temperature):
   """:func:`multi_positive_nt_xent` of the two view stacks (rows ``[z_a;
   z_b]``), ``groups`` the group id of each row of a stack (both views of
@@ -367,30 +330,18 @@ def multi_positive_pairs(z_a, z_b, groups, temperature):
   )
 
 
-def make_sharded_multi_positive_pairs(mesh: Mesh, axis_name: str = "data"):
-  """``(z_a, z_b, groups, temperature) -> (loss, metrics)``, the stacks
-  and ``groups`` sharded on ``axis_name``: each device stacks its own rows
-  ``[z_a; z_b]`` and the gathered rows are scored as in
-  :func:`multi_positive_sharded`; the loss is a mean over anchors with
-  positives defined by group ids, so the row order does not change it and
-  it equals :func:`multi_positive_pairs`."""
-
-  def body(z_a, z_b, groups, temperature):
-    _check_pair(z_a, z_b)
-    return multi_positive_sharded(
-      jnp.concatenate([z_a, z_b], axis=0),
-      jnp.concatenate([groups, groups], axis=0),
-      temperature,
-      axis_name,
-    )
-
-  def fn(z_a, z_b, groups, temperature):
-    spec = P(axis_name)
-    return jax.shard_map(
-      functools.partial(body, temperature=temperature),
-      mesh=mesh,
-      in_specs=(spec, spec, spec),
-      out_specs=(P(), P()),
-    )(z_a, z_b, groups)
-
-  return fn
+def multi_positive_pairs_sharded(
+  z_a, z_b, groups, temperature, axis_name="data"
+):
+  """Per-device body of :func:`multi_positive_pairs`: each device stacks
+  its own rows ``[z_a; z_b]`` and the gathered rows are scored as in
+  :func:`multi_positive_sharded`. The loss is a mean over anchors with
+  positives defined by group ids, so the row order does not change it:
+  it equals :func:`multi_positive_pairs` on the gathered stacks."""
+  _check_pair(z_a, z_b)
+  return multi_positive_sharded(
+    jnp.concatenate([z_a, z_b], axis=0),
+    jnp.concatenate([groups, groups], axis=0),
+    temperature,
+    axis_name,
+  )

@@ -35,6 +35,7 @@ from stclr_jax import train_step as train_step_lib
 from stclr_jax.data import device_augment
 from stclr_jax.data import input as input_lib
 from stclr_jax.models import factory
+from stclr_jax.pretext import objectives
 
 
 def num_train_steps(config, num_examples: int) -> tuple[int, int]:
@@ -62,41 +63,18 @@ def create_state(config, mesh, tx, bn_groups: int | None = None):
   return graphdef, state, info
 
 
-def contrastive_loss(config) -> str:
-  """The step's loss (train_step.LOSSES) from ``config.pretext``: MaskFN,
-  CL-MEx's multi-positive NT-Xent (multi-view positives), or NT-Xent."""
-  p = config.get("pretext")
-  maskfn = bool(p is not None and p.get("maskfn", False))
-  views = bool(p is not None and p.get("multi_view_positives", False))
-  if maskfn and views:
-    raise ValueError(
-      "config.pretext: maskfn and multi_view_positives are two losses "
-      "(a false negative moved to the positives, and several positives "
-      "by group); turn one off"
-    )
-  return "maskfn" if maskfn else "multi_positive" if views else "nt_xent"
-
-
 def make_train_step(config, mesh, graphdef, tx, lr_fn, state):
-  """The jitted step with ``config``'s loss, temperature and
-  normalisation."""
-  p = config.get("pretext")
-  maskfn = {}
-  if p is not None and "maskfn_weight" in p:
-    maskfn = dict(
-      maskfn_weight=float(p.maskfn_weight), descriptor=p.maskfn_descriptor
-    )
+  """The jitted step with ``config``'s objective
+  (:func:`stclr_jax.pretext.objectives.from_config`) and normalisation."""
   return train_step_lib.make_train_step(
     mesh,
     graphdef,
     tx,
     lr_fn,
     state,
-    temperature=config.loss.temperature,
+    objectives.from_config(config),
     mean=config.data.mean,
     std=config.data.std,
-    loss=contrastive_loss(config),
-    **maskfn,
   )
 
 

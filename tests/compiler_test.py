@@ -5,6 +5,7 @@ import numpy as np
 from flax import nnx
 
 from stclr_jax import compiler, models
+from stclr_jax.pretext.objectives import NTXent
 
 
 def _ynn_convolutions(compiled_text: str) -> tuple[int, int]:
@@ -92,7 +93,7 @@ def test_library_steps_take_the_compiler_options(monkeypatch):
   tx = optax.sgd(0.1)
   graphdef, state = train_step.init_state(model, tx, mesh)
   train_step.make_train_step(
-    mesh, graphdef, tx, optax.constant_schedule(0.1), state, temperature=0.1
+    mesh, graphdef, tx, optax.constant_schedule(0.1), state, NTXent(0.1)
   )
   assert asked == [mesh]
   runner = finetune.Runner(

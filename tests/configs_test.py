@@ -9,11 +9,12 @@ import jax
 import pytest
 from flax import nnx
 
-from stclr_jax import losses, models, train
+from stclr_jax import losses, models
 from stclr_jax import optim as optim_lib
 from stclr_jax.data import input as input_lib
 from stclr_jax.evaluation import finetune
 from stclr_jax.models import factory
+from stclr_jax.pretext import objectives
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "stclr_*.py")))
@@ -81,7 +82,7 @@ def test_pretext_variants_turn_options_on_and_default_off():
     or c.pretext.maskfn
     or c.pretext.multi_view_positives
   )
-  assert train.contrastive_loss(c) == "nt_xent"
+  assert objectives.from_config(c) == objectives.NTXent(c.loss.temperature)
   # SSL-FER's values (stclr_jax/data/pretext.py's constants).
   from stclr_jax.data import pretext
 
@@ -97,14 +98,16 @@ def test_pretext_variants_turn_options_on_and_default_off():
   with pytest.raises(ValueError, match="pretext must be none or options"):
     m.get_config("pretext=faceswap")
   c = m.get_config("pretext=timeaug+hardneg+maskfn")
-  assert train.contrastive_loss(c) == "maskfn"
+  assert objectives.from_config(c) == objectives.MaskFN(
+    c.loss.temperature, 0.8, "hog"
+  )
   assert input_lib.view_spec(c).face_parts == pretext.FaceParts(size=64)
   c = m.get_config("pretext=clmex")
-  assert train.contrastive_loss(c) == "multi_positive"
+  assert isinstance(objectives.from_config(c), objectives.MultiPositive)
   assert input_lib.whole_groups(c)
   c.pretext.maskfn = True
   with pytest.raises(ValueError, match="two losses"):
-    train.contrastive_loss(c)
+    objectives.from_config(c)
 
 
 def test_every_config_file_is_tested():

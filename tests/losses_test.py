@@ -1,5 +1,6 @@
 """NT-Xent: exact values, properties, stability and the all-gather form."""
 
+import functools
 import math
 
 import jax
@@ -10,6 +11,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stclr_jax import losses as losses_lib
+
+
+def _nt_xent_sharded(mesh, temperature):
+  return losses_lib.sharded(
+    functools.partial(losses_lib.nt_xent_sharded, temperature=temperature),
+    mesh,
+  )
 
 
 def numpy_nt_xent(za, zb, tau):
@@ -124,9 +132,11 @@ def test_sharded_all_gather_equals_single_device_value_and_gradient():
   assert len(za_s.sharding.device_set) == 8
   assert za_s.addressable_shards[0].data.shape == (4, 24)
 
-  sharded = losses_lib.make_sharded_nt_xent(mesh, "data")
+  sharded = losses_lib.sharded(
+    functools.partial(losses_lib.nt_xent_sharded, temperature=0.1), mesh
+  )
   f_sharded = jax.jit(
-    jax.value_and_grad(lambda a, b: sharded(a, b, 0.1)[0], argnums=(0, 1))
+    jax.value_and_grad(lambda a, b: sharded(a, b)[0], argnums=(0, 1))
   )
   f_single = jax.value_and_grad(
     lambda a, b: losses_lib.nt_xent(a, b, 0.1), argnums=(0, 1)
@@ -141,7 +151,7 @@ def test_sharded_all_gather_equals_single_device_value_and_gradient():
   # The gradient is not trivially zero.
   assert float(jnp.abs(ga_1).max()) > 1e-3
 
-  _, m_s = jax.jit(sharded, static_argnums=2)(za_s, zb_s, 0.1)
+  _, m_s = jax.jit(sharded)(za_s, zb_s)
   _, m_1 = losses_lib.nt_xent_with_metrics(za, zb, 0.1)
   assert float(m_s["contrastive_top1"]) == pytest.approx(
     float(m_1["contrastive_top1"])
@@ -160,7 +170,7 @@ def test_sharded_form_uses_every_shard_as_negatives():
       for i in range(0, 16, 2)
     ]
   )
-  glob = float(losses_lib.make_sharded_nt_xent(mesh)(za, zb, 0.1)[0])
+  glob = float(_nt_xent_sharded(mesh, 0.1)(za, zb)[0])
   np.testing.assert_allclose(
     glob, float(losses_lib.nt_xent(za, zb, 0.1)), rtol=1e-5
   )
@@ -274,8 +284,8 @@ def test_maskfn_sharded_equals_single_device_value_and_gradient():
   za, zb = (jnp.asarray(rng.normal(size=(16, 12)), jnp.float32) for _ in "ab")
   da, db = (jnp.asarray(rng.normal(size=(16, 6)), jnp.float32) for _ in "ab")
   _sharded_equals_single(
-    lambda mesh: lambda a, b, c, d: losses_lib.make_sharded_maskfn(mesh)(
-      a, b, c, d, 0.1
+    lambda mesh: losses_lib.sharded(
+      functools.partial(losses_lib.maskfn_sharded, temperature=0.1), mesh
     ),
     lambda a, b, c, d: losses_lib.maskfn(a, b, c, d, 0.1),
     (za, zb, da, db),
@@ -327,8 +337,9 @@ def test_multi_positive_sharded_equals_single_device_value_and_gradient():
   z = jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)
   groups = jnp.asarray(rng.integers(0, 9, 32), jnp.int32)
   _sharded_equals_single(
-    lambda mesh: lambda a, g: losses_lib.make_sharded_multi_positive(mesh)(
-      a, g, 0.2
+    lambda mesh: losses_lib.sharded(
+      functools.partial(losses_lib.multi_positive_sharded, temperature=0.2),
+      mesh,
     ),
     lambda a, g: losses_lib.multi_positive_nt_xent(a, g, 0.2),
     (z, groups),
@@ -362,8 +373,11 @@ def test_multi_positive_pairs_sharded_equals_single_device():
   za, zb = (jnp.asarray(rng.normal(size=(16, 6)), jnp.float32) for _ in "ab")
   groups = jnp.asarray(rng.integers(0, 6, 16), jnp.int32)
   _sharded_equals_single(
-    lambda mesh: lambda a, b, g: (
-      losses_lib.make_sharded_multi_positive_pairs(mesh)(a, b, g, 0.2)
+    lambda mesh: losses_lib.sharded(
+      functools.partial(
+        losses_lib.multi_positive_pairs_sharded, temperature=0.2
+      ),
+      mesh,
     ),
     lambda a, b, g: losses_lib.multi_positive_pairs(a, b, g, 0.2),
     (za, zb, groups),

@@ -6,17 +6,20 @@ import sys
 
 import _helpers_step
 import jax
+import jax.numpy as jnp
 import losses_test
 import numpy as np
 import pytest
 from flax import nnx
 
-from stclr_jax import descriptors
+from stclr_jax import descriptors, train
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
+from stclr_jax import optim as optim_lib
 from stclr_jax import train_step as train_step_lib
 from stclr_jax.data import device_augment
 from stclr_jax.models import factory
+from stclr_jax.pretext import objectives
 
 _config, _batch, setup_step = (
   _helpers_step.config,
@@ -144,7 +147,7 @@ def test_hard_negative_layout_is_sslfers_with_hand_checked_positives():
     "view_b": mark(20),
     "hard_b": mark(30),
   }
-  x_a, x_b = train_step_lib.contrastive_views(batch)
+  x_a, x_b = objectives.contrastive_views(batch)
   assert np.asarray(x_a).ravel().tolist() == [0, 10, 1, 11]  # A0 NA0 A1 NA1
   assert np.asarray(x_b).ravel().tolist() == [20, 30, 21, 31]  # P0 NP0 ..
   # SSL-FER's rows and their positives, by hand: A0 A1 NA0 NA1 P0 P1 NP0
@@ -165,7 +168,7 @@ def test_hard_negative_layout_is_sslfers_with_hand_checked_positives():
   )[0]
   np.testing.assert_allclose(got, ref, rtol=1e-5)
   assert set(
-    train_step_lib.contrastive_views({"view_a": mark(0), "view_b": mark(1)})[0]
+    objectives.contrastive_views({"view_a": mark(0), "view_b": mark(1)})[0]
     .ravel()
     .tolist()
   ) == {0, 1}
@@ -180,6 +183,7 @@ def test_model_loss_and_step_import_without_tensorflow():
     " 'clu', 'dm_pix'):\n"
     "  sys.modules[m] = None  # import fails\n"
     "import stclr_jax.models, stclr_jax.losses, stclr_jax.train_step\n"
+    "import stclr_jax.pretext.objectives\n"
     "import stclr_jax.checkpoints, stclr_jax.models.factory\n"
     "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m]]\n"
     "print('ok')\n"
@@ -220,18 +224,74 @@ def test_eight_devices_equal_one_with_the_other_losses_in_float64(loss, hard):
       np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
 
 
+class _PredictTheLastFrame:
+  """A toy objective that is not contrastive, defined here to show that
+  an objective plugs into the step without a change to train_step.py:
+  the features of view A's first half in time predict (through the
+  projection head) those of its second half, and a loss on their
+  squared difference plus a metric."""
+
+  batch_keys = ("view_a",)
+
+  def __call__(self, model, batch, *, normalize, mesh):
+    del mesh  # plain jnp under jit: XLA reduces over the sharded batch
+    x = normalize(batch["view_a"])
+    t = x.shape[1] // 2
+    z_early, z_late = model.embed_views(x[:, :t], x[:, t:])
+    err = jnp.sum((z_early - z_late) ** 2, axis=-1)
+    return jnp.mean(err), {"max_error": jnp.max(err)}
+
+
+def test_the_step_takes_any_objective_and_8_devices_equal_1_in_float64():
+  """Two SGD steps with a toy objective defined in this test file (not a
+  loss of the library): the step runs it as it is, and 8 devices equal 1
+  device to float64 rounding in the metrics and the parameters."""
+  with jax.enable_x64(True):
+    config = _config(
+      name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4
+    )
+    config.model.dtype = "float64"
+    batch = {k: v.astype(np.float64) for k, v in _batch().items()}
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = mesh_lib.make_mesh(devices)
+      lr_fn = optim_lib.schedule(config.optim, 10, 100)
+      tx = optim_lib.make_optimizer(config.optim, lr_fn)
+      graphdef, state, _ = train.create_state(config, mesh, tx)
+      step = train_step_lib.make_train_step(
+        mesh, graphdef, tx, lr_fn, state, _PredictTheLastFrame()
+      )
+      metrics = []
+      for _ in range(2):
+        state, m = step(state, _global(batch, mesh))
+        metrics.append(jax.device_get(m))
+      runs.append((jax.device_get(state), metrics))
+    (s1, m1), (s8, m8) = runs
+    assert set(m1[0]) >= {"loss", "max_error", "grad_norm"}
+    assert float(m1[1]["loss"]) != float(m1[0]["loss"])  # it trained
+    assert float(m1[0]["grad_norm"]) > 1e-3
+    for a, b in zip(m1, m8):
+      for k in ("loss", "max_error", "grad_norm", "update_norm"):
+        np.testing.assert_allclose(float(b[k]), float(a[k]), rtol=1e-12)
+    for part in ("params", "batch_stats"):
+      for a, b in zip(
+        jax.tree.leaves(getattr(s1, part)), jax.tree.leaves(getattr(s8, part))
+      ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
+
+
 def test_the_step_scores_the_loss_of_its_rows_descriptors_and_groups():
   """The step's loss is the loss module's on the model's embeddings with
-  the descriptors and groups of :func:`train_step.loss_inputs`, and those
+  the descriptors and groups of :class:`pretext.objectives.MaskFN`, and those
   are laid out row by row like the views: hand-checked here."""
   b = _batch(hard=True, parts=True, groups=True)
-  groups = np.asarray(train_step_lib.row_groups(b))
+  groups = np.asarray(objectives.row_groups(b))
   # Rows [A0, NA0, A1, NA1, ...]: 2g and 2g + 1; no group: own ids.
   np.testing.assert_array_equal(groups[:6], [14, 15, 14, 15, 14, 15])
   np.testing.assert_array_equal(groups[6:10], [6, 7, 6, 7])
   assert groups[14] == -2 - 2 * 7 and groups[15] == groups[14] + 1
   assert len(set(groups[10:].tolist())) == 6
-  d = train_step_lib.loss_inputs(b, "maskfn", "hog")
+  d = dict(zip(("d_a", "d_b"), objectives.MaskFN(0.1).inputs(b)))
   for v in "ab":  # rows [A0's crops, NA0's, A1's, ...], by hand
     rows = np.stack([b[f"parts_{v}"], b[f"parts_hard_{v}"]], 1)
     want = descriptors.part_descriptors(rows.reshape(16, 2, 24, 24, 3))
@@ -240,14 +300,14 @@ def test_the_step_scores_the_loss_of_its_rows_descriptors_and_groups():
     np.testing.assert_allclose(
       np.asarray(d[f"d_{v}"]), np.asarray(want), atol=1e-6
     )
-  assert train_step_lib.loss_inputs(b, "nt_xent") == {}
+  assert objectives.NTXent(0.1).inputs(b) == ()
   # The step's loss equals losses.maskfn on the same rows.
   config = _config(name="sgd", learning_rate=0.0, momentum=0.0)
   config.pretext.maskfn = True
   mesh, state, step = setup_step(config, jax.devices()[:1])
   graphdef = nnx.graphdef(factory.create_model(config))
   model = nnx.merge(graphdef, state.params, state.batch_stats, copy=True)
-  x_a, x_b = train_step_lib.contrastive_views(b)
+  x_a, x_b = objectives.contrastive_views(b)
   mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
   z_a, z_b = model.embed_views((x_a - mean) / std, (x_b - mean) / std)
   want, _ = losses_lib.maskfn(

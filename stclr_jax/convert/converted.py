@@ -25,8 +25,8 @@ from flax import nnx
 from stclr_jax import models
 from stclr_jax.convert.kinetics import KINETICS_MEAN, KINETICS_STD
 
-# Written into and checked in metadata.json (the name of the module that
-# first wrote it; unchanged so that existing conversions still load).
+# Written into and checked in metadata.json; conversions on disk carry
+# this exact string, so it stays as it is to keep them loading.
 FORMAT = "stclr_jax.convert.torchvision/1"
 METADATA_FILE = "metadata.json"
 STATE_DIR = "state"

@@ -339,8 +339,8 @@ def _pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
     )
 
   if view.shift is None and view.hard_negatives is None:
-    # The paper's ST-CLR (these seeds and draws are the stream's since
-    # before the pretext options: keep them).
+    # The paper's ST-CLR (these seeds and draws fix the data stream of
+    # every run without pretext options: keep them).
     s = tf.random.experimental.stateless_split(elem_seed, 4)
     if modes:
       idx_a = sampling.sample_view_indices(n, view.clip_len, modes, s[0])

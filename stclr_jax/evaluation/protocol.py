@@ -429,8 +429,8 @@ def unit_name(fold: int, draw: int, tseed: int | None) -> str:
 
 def subset_seed(config, fold: int, draw: int):
   """The seed of a run's label subset: ``(eval.subset_seed, fold, draw)``;
-  with ``eval.subset_seed < 0``, ``config.seed`` and the fold as before
-  (the same numbers as the training seed's default)."""
+  with ``eval.subset_seed < 0``, from ``config.seed`` and the fold (the
+  same numbers as the training seed's default)."""
   base = int(config.eval.get("subset_seed", -1))
   if base < 0:
     legacy = config.seed * 1009 + fold
@@ -464,7 +464,8 @@ def _finetune_epochs(ev, num_train: int, batch: int) -> int:
 class Heldout:
   """``eval.heldout_data``: a labelled population of other subjects, in
   neither the pool nor the folds, scored by every run's final model (its
-  per-video log-probabilities are stored; BENCHMARKS.md ranks by it)."""
+  per-video log-probabilities are stored; BENCHMARKS.md, "The calibrated
+  benchmark", ranks by it)."""
 
   def __init__(self, config, name, builder, class_names):
     split = config.data.split

@@ -70,10 +70,12 @@ def _weight_grad_gemm(x, dy, kernel_hw, strides, padding):
 def conv2d_gemm_wgrad(x, w, strides, padding):
   """NHWC/HWIO 2-D convolution, same values and gradients as
   ``lax.conv_general_dilated``, whose kernel gradient is computed by
-  :func:`_weight_grad_gemm`: XLA:CPU's own form of that gradient (a
-  convolution over the batch with ``dy`` as kernel) took 2-6x the time of the
-  forward convolution on R(2+1)D-18's shapes, the matrix product 2-4x less
-  than it (see BENCHMARKS.md). The input gradient is XLA's."""
+  :func:`_weight_grad_gemm`. With XLA:CPU's YNNPACK convolutions, XLA's own
+  form of that gradient (a convolution over the batch with ``dy`` as
+  kernel) takes 2-6x the time of the forward convolution on R(2+1)D-18's
+  shapes, the matrix product 2-4x less than it (BENCHMARKS.md, "The
+  ``matmul`` lowering and its kernel-gradient rule"). The input gradient
+  is XLA's."""
   return _conv2d(x, w, strides, padding)
 
 
@@ -91,11 +93,11 @@ def _conv2d_gemm_wgrad_bwd(strides, padding, res, dy):
 conv2d_gemm_wgrad.defvjp(_conv2d_gemm_wgrad_fwd, _conv2d_gemm_wgrad_bwd)
 
 
-# Where the matrix-product kernel gradient pays on XLA:CPU (per-layer
-# forward + both gradients, BENCHMARKS.md "Full step at the CPU size"):
-# from 64 input channels, or 32 at a spatial stride; below, XLA's own
-# gradient was faster (by 16-53% at 16 and 32 channels, stride 1; the RGB
-# stem as fast).
+# Where the matrix-product kernel gradient pays on XLA:CPU with YNNPACK's
+# convolutions (per-layer forward + both gradients, BENCHMARKS.md "The
+# ``matmul`` lowering and its kernel-gradient rule"): from 64 input
+# channels, or 32 at a spatial stride; below, XLA's own gradient is faster
+# (by 16-53% at 16 and 32 channels, stride 1; the RGB stem as fast).
 def _gemm_wgrad_pays(channels: int, strides: tuple[int, int]) -> bool:
   return channels >= 64 or (channels >= 32 and max(strides) > 1)
 
@@ -110,7 +112,8 @@ class VideoConv(nnx.Module):
   ``lowering`` picks how it runs:
 
   * ``"conv2d"`` (measured fastest for a whole training step on XLA:CPU
-    with Eigen's convolutions, ``stclr_jax.compiler``; BENCHMARKS.md):
+    with Eigen's convolutions, ``stclr_jax.compiler``; BENCHMARKS.md,
+    "Convolutions on XLA:CPU"):
     every (2+1)D kernel as a 2-D convolution with XLA's own gradients. A spatial
     ``(1, kh, kw)`` kernel with time stride 1 runs over the
     ``batch*time`` frames; a temporal ``(kt, 1, 1)`` or pointwise ``1x1x1``
@@ -119,7 +122,7 @@ class VideoConv(nnx.Module):
     kernel (R3D's and MC3's) as a 3-D convolution.
   * ``"matmul"``: the spatial kernels as 2-D convolutions whose kernel
     gradient is one matrix product (:func:`conv2d_gemm_wgrad`) where that
-    paid with YNNPACK's convolutions (:func:`_gemm_wgrad_pays`); a temporal
+    pays with YNNPACK's convolutions (:func:`_gemm_wgrad_pays`); a temporal
     or pointwise kernel without spatial padding as a matrix product
     (spatial strides as slices, the ``kt`` strided, zero-padded time taps
     concatenated along channels, one ``(kt*in, out)`` matmul); every other
@@ -296,7 +299,8 @@ class BatchNorm(nnx.Module):
       gmean = jnp.mean(xg, axis=axes, keepdims=True)
       # Centred (two-pass): E[(x - mean)^2]. The one-pass E[x^2] - mean^2
       # loses precision as mean^2 / var grows, by an amount that depends on
-      # how the reduction is split across devices (BENCHMARKS.md).
+      # how the reduction is split across devices (BENCHMARKS.md,
+      # "BatchNorm batch variance").
       gvar = jnp.mean(jnp.square(xg - gmean), axis=axes, keepdims=True)
       n = xg.size // (g * self.num_features)
       bessel = n / max(n - 1, 1)

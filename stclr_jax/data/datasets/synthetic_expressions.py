@@ -60,7 +60,8 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   ``people``: 0 gives every subject their own appearance, session light and
   expressiveness; ``k > 0`` makes subject ``s`` a recording of person
   ``(s - 1) % k + 1`` (their sequences still differ), which removes identity
-  as a cue: ``faces_one_person`` is the diagnosis of BENCHMARKS.md.
+  as a cue: ``faces_one_person`` is the diagnosis data of BENCHMARKS.md at
+  6b7ade2 ("Synthetic protocol", "Diagnosis").
 
   ``first_subject``: subjects are ``first_subject ..
   first_subject + num_subjects - 1`` (people are drawn from the subject id,
@@ -94,10 +95,10 @@ class SyntheticExpressionsConfig(tfds.core.BuilderConfig):
   views: int = 1
 
 
-# The CPU benchmark's data (BENCHMARKS.md, "Synthetic benchmark"): face
-# crops with clear expressions (apex intensity from 0.8, no blends), at
-# 64 px; a from-scratch encoder learns it at CPU size, where on "faces" it
-# stays at chance.
+# The CPU benchmark's data (BENCHMARKS.md, "The calibrated benchmark"):
+# face crops with clear expressions (apex intensity from 0.8, no blends),
+# at 64 px; a from-scratch encoder learns it at CPU size, where on "faces"
+# it stays at chance (BENCHMARKS.md at 6b7ade2, "Synthetic benchmark").
 _EXPRESSIVE = SyntheticExpressionsConfig(
   name="expressive",
   framing="face",
@@ -145,7 +146,8 @@ CONFIGS = {
     description="unlabelled, subjects 2001-2136 x 6 sequences x 3 views",
   ),
   # The calibrated benchmark's other populations (bench/
-  # synthetic_protocol.py, BENCHMARKS.md): every one its own people.
+  # synthetic_protocol.py; BENCHMARKS.md, "The calibrated benchmark"):
+  # every one its own people.
   # A labelled twin of the pool: the same subjects and bit-identical
   # videos, with labels, read only by the supervised control arm
   # (``supervised_pool``); self-supervised pretraining reads the pool.
