@@ -313,6 +313,11 @@ def _mean(xs):
   return float(np.mean(xs)) if xs else None
 
 
+def _prefix(readout):
+  """The JSON field prefix of a readout's paired differences."""
+  return "" if readout == "finetune" else f"{readout}_"
+
+
 def row(arm, pct, res, scratch, seconds):
   """One row of the table (fractions in [0, 1])."""
   runs = res["runs"]
@@ -347,7 +352,7 @@ def row(arm, pct, res, scratch, seconds):
     if scratch is not None and arm != "scratch":
       d = compare.paired(runs, scratch["runs"], key)
     if d is not None:
-      prefix = "" if readout == "finetune" else f"{readout}_"
+      prefix = _prefix(readout)
       out.update(
         {
           f"{prefix}diff_vs_scratch": d["diff"],
@@ -365,7 +370,7 @@ def design(rows, results, pct, readout="finetune"):
   """The MDE at ``pct`` of one readout (:data:`READOUTS`): the pooled std
   of the paired differences to scratch over the arms that have them; and
   the gate's difference on that readout."""
-  prefix = "" if readout == "finetune" else f"{readout}_"
+  prefix = _prefix(readout)
   std = f"{prefix}diff_vs_scratch_std"
   diffs = [r for r in rows if r["labels"] == pct and std in r]
   mde = None
