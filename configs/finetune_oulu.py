@@ -20,7 +20,8 @@ from stclr_jax import configlib
 
 
 def get_config(arg=None):
+  args = configlib.parse_arg(arg, **configlib.FINETUNE_ARGS)
   c = configlib.finetune_config()
   c.data.name = "oulu_casia/vis_strong"
   c.data.cache_frame_size = 256
-  return configlib.apply_finetune_variants(c, arg)
+  return configlib.apply_finetune_variants(c, args)

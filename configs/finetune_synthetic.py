@@ -31,19 +31,17 @@ FINETUNE_EPOCHS = 20
 
 
 def get_config(arg=None):
+  args = configlib.parse_arg(arg, **configlib.FINETUNE_ARGS, tiny=False)
   c = configlib.synthetic_sizes(configlib.finetune_config())
   c.eval.run_folds = "0,1,2,3,4"
   c.eval.schedule = "cosine"
   c.eval.learning_rate = 1e-3
   c.eval.linear_learning_rate = 1e-3
   c.eval.finetune_epochs = FINETUNE_EPOCHS
-  variants = configlib.parse_arg(arg)
-  if variants.pop("tiny", "0") == "1":
+  if args.tiny:
     configlib.synthetic_sizes(c, tiny=True)
     c.eval.num_folds = 3
     c.eval.run_folds = ""
     c.eval.linear_epochs = 3
     c.eval.finetune_epochs = 2
-  return configlib.apply_finetune_variants(
-    c, ",".join(f"{k}={v}" for k, v in variants.items())
-  )
+  return configlib.apply_finetune_variants(c, args)

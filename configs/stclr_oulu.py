@@ -15,7 +15,8 @@ from stclr_jax import configlib
 
 
 def get_config(arg=None):
+  args = configlib.parse_arg(arg, **configlib.PRETRAIN_ARGS)
   c = configlib.base_config()
   c.data.name = "oulu_casia/vis_strong"
   c.data.cache_frame_size = 256  # Oulu-CASIA fits in memory at this size
-  return configlib.apply_variants(c, arg)
+  return configlib.apply_variants(c, args)

@@ -12,9 +12,9 @@ from stclr_jax import configlib
 
 
 def get_config(arg=None):
+  args = configlib.parse_arg(arg, **configlib.PRETRAIN_ARGS, batch=1024)
   c = configlib.base_config()
-  variants = configlib.parse_arg(arg)
-  c.batch_size = int(variants.pop("batch", "1024"))
+  c.batch_size = args.batch
   c.data.name = "oulu_casia/vis_strong"
   c.data.cache_frame_size = 256
   c.model.dtype = "bfloat16"
@@ -26,6 +26,4 @@ def get_config(arg=None):
   c.optim.schedule = "cosine"
   c.optim.warmup_epochs = 10
   c.log_every_steps = 10
-  return configlib.apply_variants(
-    c, ",".join(f"{k}={v}" for k, v in variants.items())
-  )
+  return configlib.apply_variants(c, args)

@@ -13,6 +13,7 @@ from stclr_jax import configlib
 
 
 def get_config(arg=None):
+  args = configlib.parse_arg(arg, **configlib.PRETRAIN_ARGS, tiny=False)
   c = configlib.synthetic_sizes(configlib.base_config(), pool=True)
   c.batch_size = 16
   c.num_epochs = 2  # 300 steps over the pool of 2,400 videos
@@ -26,11 +27,8 @@ def get_config(arg=None):
   # this config at ef36a5e (3 epochs) stayed at chance (3.43); at 0.5 it
   # fell.
   c.aug.color_strength = 0.5
-  variants = configlib.parse_arg(arg)
-  if variants.pop("tiny", "0") == "1":
+  if args.tiny:
     configlib.synthetic_sizes(c, tiny=True, pool=True)
     c.num_steps = 2
     c.log_every_steps = 1
-  return configlib.apply_variants(
-    c, ",".join(f"{k}={v}" for k, v in variants.items())
-  )
+  return configlib.apply_variants(c, args)

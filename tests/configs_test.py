@@ -9,7 +9,7 @@ import jax
 import pytest
 from flax import nnx
 
-from stclr_jax import losses, models
+from stclr_jax import configlib, losses, models
 from stclr_jax import optim as optim_lib
 from stclr_jax.data import input as input_lib
 from stclr_jax.evaluation import finetune
@@ -158,3 +158,34 @@ def test_paper_finetune_values():
     _load(os.path.join(ROOT, "configs", "finetune_oulu.py")).get_config(
       "labels=0"
     )
+
+
+def test_parse_arg_is_typed_by_its_defaults():
+  args = configlib.parse_arg(
+    "labels=10,linear_only=1,encoder=r3d_18", **configlib.FINETUNE_ARGS
+  )
+  assert args.labels == 10.0 and isinstance(args.labels, float)
+  assert args.linear_only is True
+  assert args.encoder == "r3d_18" and args.init == "random"
+  assert configlib.parse_arg("tiny=false", tiny=True).tiny is False
+  assert configlib.parse_arg(None, batch=1024).batch == 1024
+  with pytest.raises(ValueError, match="'batch'.*known: \\('epochs',\\)"):
+    configlib.parse_arg("batch=3", epochs=0)
+  with pytest.raises(ValueError, match="epochs='ten'.*not a int value"):
+    configlib.parse_arg("epochs=ten", epochs=0)
+  with pytest.raises(ValueError, match="tiny='yes'.*must be 0 or 1"):
+    configlib.parse_arg("tiny=yes", tiny=False)
+  with pytest.raises(ValueError, match="'tiny' is not key=value"):
+    configlib.parse_arg("tiny", tiny=False)
+
+
+def test_configs_are_composed_from_sections():
+  """The evaluation config is built from the model and data sections, not
+  by deleting a pretraining config's: the two share those sections field
+  for field, and the pretraining-only sections are absent."""
+  pre, ev = configlib.base_config(), configlib.finetune_config()
+  assert pre.model.to_dict() == ev.model.to_dict()
+  assert pre.data.to_dict() == ev.data.to_dict()
+  for section in ("aug", "loss", "pretext", "optim", "num_steps"):
+    assert section in pre and section not in ev
+  assert "eval" in ev and "eval" not in pre
