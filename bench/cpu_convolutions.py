@@ -21,17 +21,19 @@ Figures: BENCHMARKS.md, "Convolutions on XLA:CPU".
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+for path in (ROOT, os.path.join(ROOT, "bench")):
+  if path not in sys.path:
+    sys.path.insert(0, path)
+
+import timing  # noqa: E402  (bench/timing.py)
 
 from stclr_jax import (
   compiler,  # noqa: E402
@@ -42,16 +44,6 @@ def _conv2d(x, w, pad):
   return jax.lax.conv_general_dilated(
     x, w, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
   )
-
-
-def _median_ms(fn, args, repeats):
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return 1e3 * float(np.median(times))
 
 
 def spatial_ops(n, h, c, o):
@@ -153,8 +145,10 @@ def main():
   print(f"  {'operation':44s} {'YNNPACK':>9s} {'Eigen':>9s}")
   for ops, args in groups:
     for name, fn in ops.items():
-      ynn = _median_ms(jax.jit(fn), args, a.repeats)
-      eig = _median_ms(jax.jit(fn, compiler_options=eigen), args, a.repeats)
+      ynn, eig = (
+        1e3 * timing.median_seconds(functools.partial(f, *args), a.repeats)
+        for f in (jax.jit(fn), jax.jit(fn, compiler_options=eigen))
+      )
       print(f"  {name:44s} {ynn:9.1f} {eig:9.1f}", flush=True)
 
 

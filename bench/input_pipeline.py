@@ -34,7 +34,7 @@ global arrays -> step), reporting the time the loop waited for input.
   # the demo's size (configs/stclr_synthetic.py: 8x48x48, width 0.25):
   python bench/input_pipeline.py --clip_len 8 --sizes 48 --with_model
 
-The run ends with the machine's load (bench/quiet.py); figures taken
+The run ends with the machine's load (bench/timing.py); figures taken
 while other jobs shared the cores are flagged UNRELIABLE.
 """
 
@@ -129,19 +129,6 @@ def _cost(compiled):
   return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
 
 
-def _median_time(fn, repeats):
-  import jax
-  import numpy as np
-
-  jax.block_until_ready(fn())
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    ts.append(time.perf_counter() - t0)
-  return float(np.median(ts))
-
-
 H100_BYTES_PER_S = 3.35e12  # HBM3, SXM
 H100_BF16_FLOPS = 989e12  # dense bf16, SXM
 
@@ -150,6 +137,7 @@ def _device_cost(c, it, a):
   """The device augmentation's share of the paper's train step."""
   import jax
   import optax
+  import timing
   from flax import nnx
 
   from stclr_jax import mesh as mesh_lib
@@ -183,15 +171,19 @@ def _device_cost(c, it, a):
   dev_step = step.lower(state, shipped).compile()
   step_flops, _ = _cost(host_step)
   dev_flops, _ = _cost(dev_step)
-  t_aug = _median_time(lambda: aug(shipped), a.repeats)
+  t_aug = timing.median_seconds(lambda: aug(shipped), a.repeats)
   holder = {"state": state}
 
   def run(compiled, batch):
     holder["state"], m = compiled(holder["state"], batch)
     return m
 
-  t_step = _median_time(lambda: run(host_step, views), max(2, a.repeats // 3))
-  t_dev = _median_time(lambda: run(dev_step, shipped), max(2, a.repeats // 3))
+  t_step = timing.median_seconds(
+    lambda: run(host_step, views), max(2, a.repeats // 3)
+  )
+  t_dev = timing.median_seconds(
+    lambda: run(dev_step, shipped), max(2, a.repeats // 3)
+  )
   on_h100 = aug_bytes / H100_BYTES_PER_S
   step_h100 = step_flops / (0.4 * H100_BF16_FLOPS)
   print(
@@ -239,7 +231,7 @@ def main():
   p.add_argument("--repeats", type=int, default=10)
   a = p.parse_args()
   sys.path.insert(0, os.path.join(ROOT, "bench"))
-  import quiet
+  import timing
 
   from stclr_jax import train as train_lib
   from stclr_jax.data import input as input_lib
@@ -252,7 +244,7 @@ def main():
   sizes = [int(v) for v in a.sizes.split(",")]
   caches = [int(v) for v in a.cache_frame_sizes.split(",")]
   caches = caches * len(sizes) if len(caches) == 1 else caches
-  with quiet.MachineLoad() as load:
+  with timing.MachineLoad() as load:
     for size, cache in zip(sizes, caches):
       for placement in a.placements.split(","):
         c = _config()

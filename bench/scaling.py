@@ -30,7 +30,6 @@ os.environ["XLA_FLAGS"] = (
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,20 +40,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
+import timing  # noqa: E402  (bench/timing.py)
 import train_step as step_bench  # noqa: E402  (bench/train_step.py)
 
 from stclr_jax import losses as losses_lib  # noqa: E402
-
-
-def median_time(fn, repeats, warmup=1):
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    ts.append(time.perf_counter() - t0)
-  return float(np.median(ts))
 
 
 def loss_times(mesh, global_batch, repeats, dim=128):
@@ -84,8 +73,8 @@ def loss_times(mesh, global_batch, repeats, dim=128):
       check_vma=False,
     )
   )
-  t_loss = median_time(lambda: grad(z_a, z_b), repeats)
-  t_gather = median_time(lambda: gathered(z_a, z_b), repeats)
+  t_loss = timing.median_seconds(lambda: grad(z_a, z_b), repeats)
+  t_gather = timing.median_seconds(lambda: gathered(z_a, z_b), repeats)
   return t_loss, t_gather
 
 
@@ -100,7 +89,7 @@ def model_step_time(mesh, batch, frames, size, width, repeats):
     holder["state"], metrics = step(holder["state"], data)
     return holder["state"], metrics
 
-  return median_time(once, repeats), info["compile_s"]
+  return timing.median_seconds(once, repeats), info["compile_s"]
 
 
 def main():

@@ -45,7 +45,7 @@ for path in (ROOT, BENCH):
   if path not in sys.path:
     sys.path.insert(0, path)
 
-import quiet  # noqa: E402
+import timing  # noqa: E402
 import train_step as step_bench  # noqa: E402
 
 from stclr_jax import (
@@ -141,17 +141,6 @@ def runner(convs, compiler_options):
   return jax.jit(run, compiler_options=compiler_options), operands
 
 
-def median_s(fn, repeats) -> float:
-  jax.block_until_ready(fn())  # compile / warm up
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
 def torch_times(a) -> dict[str, float]:
   """PyTorch's step: median seconds unprofiled, then per-step self CPU
   seconds of its convolution operators under ``torch.profiler``."""
@@ -221,7 +210,7 @@ def main():
     f"{os.environ.get('XLA_FLAGS', '')!r}; median of {a.repeats}",
     flush=True,
   )
-  with quiet.MachineLoad() as load:
+  with timing.MachineLoad() as load:
     step, state, data, _ = step_bench.jax_pretrain_step(
       a.batch,
       a.frames,
@@ -241,7 +230,7 @@ def main():
       holder["state"], metrics = compiled(holder["state"], data)
       return metrics
 
-    jax_step = median_s(one_step, a.repeats)
+    jax_step = timing.median_seconds(one_step, a.repeats, warmup=2)
     rows = {}
     for label, options in (("library", library), ("XLA default", None)):
       if label == "XLA default" and library is None:
@@ -249,7 +238,9 @@ def main():
       for kind in (*KINDS, "all"):
         group = convs if kind == "all" else kinds[kind]
         fn, ops = runner(group, options)
-        seconds = median_s(functools.partial(fn, ops), a.repeats)
+        seconds = timing.median_seconds(
+          functools.partial(fn, ops), a.repeats, warmup=2
+        )
         rows[(label, kind)] = (len(group), seconds)
     peer = None if a.no_torch else torch_times(a)
   print(f"\nJAX step (the library's, compiled): {jax_step:.3f} s")

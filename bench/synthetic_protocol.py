@@ -65,8 +65,6 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import synthetic_diagnosis  # noqa: E402
-
 from stclr_jax import train  # noqa: E402
 from stclr_jax.demo import load_config  # noqa: E402
 from stclr_jax.evaluation import (  # noqa: E402
@@ -263,16 +261,40 @@ def evaluate(arm, init, pct, args, times):
   return {"runs": compare.load_runs(workdir, rep), "report": rep}, config
 
 
+def pixel_features(data: str, data_dir: str, px: int):
+  """``(apex - neutral, apex, labels, subjects)`` of a synthetic data set:
+  the last frame minus the first (and the last alone), grey, averaged over
+  blocks down to ``px`` x ``px``, one row per video."""
+  import tensorflow_datasets as tfds
+
+  from stclr_jax.data import datasets  # noqa: F401  (registers builders)
+
+  ds = tfds.load(
+    f"synthetic_expressions/{data}", split="train", data_dir=data_dir or None
+  )
+  diff, apex, labels, subjects = [], [], [], []
+  for ex in tfds.as_numpy(ds):
+    grey = ex["video"].astype(np.float32).mean(-1) / 255
+    k = grey.shape[1] // px
+
+    def pool(f, k=k):
+      return f[: k * px, : k * px].reshape(px, k, px, k).mean((1, 3))
+
+    diff.append((pool(grey[-1]) - pool(grey[0])).ravel())
+    apex.append(pool(grey[-1]).ravel())
+    labels.append(ex["label"])
+    subjects.append(ex["subject_id"])
+  return (np.stack(diff), np.stack(apex), np.array(labels), np.array(subjects))
+
+
 def pixel_runs(args, config, times):
   """The pixel ridge on each run's labelled subset, scored like an arm."""
   t0 = time.time()
   name = config.data.name.split("/", 1)[1]
-  x, _, labels, subjects = synthetic_diagnosis.pixel_features(
-    name, args.data_dir, 16
-  )
+  x, _, labels, subjects = pixel_features(name, args.data_dir, 16)
   held = None
   if config.eval.heldout_data:
-    held = synthetic_diagnosis.pixel_features(
+    held = pixel_features(
       config.eval.heldout_data.split("/", 1)[1], args.data_dir, 16
     )
   ev = config.eval

@@ -22,10 +22,31 @@ before timing anything.
 
 from __future__ import annotations
 
+import sys
+import types
+
 STAGE_WIDTHS = (64, 128, 256, 512)
 STEM_MID = 45  # torchvision's (1,7,7) half of the R(2+1)D stem
 BLOCKS_PER_STAGE = 2
 ENCODER_PARAMS_WIDTH_1 = 31_300_125  # torchvision r2plus1d_18 without fc
+
+
+def import_torchvision_video():
+  """torch and torchvision.models.video. A torchvision wheel installed
+  without its CUDA-matched torch fails in ``torchvision._meta_registrations``
+  (its compiled ops); the video models need none of them, so that module is
+  stubbed only when the plain import fails."""
+  import torch
+
+  try:
+    from torchvision.models import video
+  except (ImportError, RuntimeError):
+    for name in [m for m in sys.modules if m.startswith("torchvision")]:
+      del sys.modules[name]
+    name = "torchvision._meta_registrations"
+    sys.modules[name] = types.ModuleType(name)
+    from torchvision.models import video
+  return torch, video
 
 
 def scaled(channels: int, width: float) -> int:
@@ -37,8 +58,6 @@ def r2plus1d_18(width: float = 1.0):
   """The width-``width`` R(2+1)D-18 encoder (no ``fc``), an ``nn.Module``
   mapping ``(batch, 3, time, height, width)`` to ``(batch, features)``; its
   ``features`` attribute is the feature width."""
-  from torch_reference import import_torchvision_video
-
   torch, video = import_torchvision_video()
   nn = torch.nn
   resnet = video.resnet

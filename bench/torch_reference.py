@@ -15,15 +15,17 @@ bench/torch_peer.py. Inputs are normalised with a mean and std (0 and 1),
 as the library's steps do. On GPU: AMP bf16 autocast (for ``bf16``),
 channels_last_3d, cudnn.benchmark and, optionally, torch.compile.
 
-torch and torchvision are imported inside :func:`import_torchvision_video`:
+torch and torchvision are imported inside
+``torch_peer.import_torchvision_video``:
 they are optional (the benchmark's JAX side runs without them).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-import types
+
+import torch_peer
+from torch_peer import import_torchvision_video
 
 TEMPERATURE = 0.1
 LR, MOMENTUM, WEIGHT_DECAY = 1e-3, 0.9, 1e-4  # the paper's SGD
@@ -32,24 +34,6 @@ FINETUNE_LR = 1e-4  # the fine-tuning step's Adam (paper)
 NUM_CLASSES = 6
 PROJ_DIM = 128
 ENCODER_PARAMS = 31_300_125  # torchvision r2plus1d_18 without its fc
-
-
-def import_torchvision_video():
-  """torch and torchvision.models.video. A torchvision wheel installed
-  without its CUDA-matched torch fails in ``torchvision._meta_registrations``
-  (its compiled ops); the video models need none of them, so that module is
-  stubbed only when the plain import fails."""
-  import torch
-
-  try:
-    from torchvision.models import video
-  except (ImportError, RuntimeError):
-    for name in [m for m in sys.modules if m.startswith("torchvision")]:
-      del sys.modules[name]
-    name = "torchvision._meta_registrations"
-    sys.modules[name] = types.ModuleType(name)
-    from torchvision.models import video
-  return torch, video
 
 
 def torch_nt_xent(torch, z_a, z_b):
@@ -69,8 +53,6 @@ def torch_encoder(width: float = 1.0):
   ``features`` attribute is the feature width."""
   torch, video = import_torchvision_video()
   if width != 1.0:
-    import torch_peer
-
     return torch_peer.r2plus1d_18(width)
   enc = video.r2plus1d_18(weights=None)
   enc.fc = torch.nn.Identity()
@@ -109,7 +91,6 @@ def build_torch(
   if step not in ("pretrain", "finetune"):
     raise ValueError(f"step must be pretrain or finetune, got {step!r}")
   torch, _ = import_torchvision_video()
-  import torch_peer
 
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   gpu = dev == "cuda"

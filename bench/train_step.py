@@ -53,7 +53,7 @@ x3 for a training step) is printed beside it.
   # GPU, one command (defaults: 16x112 and 16x224, bf16 and fp32):
   python bench/train_step.py --torch_compile
 
-It ends with the machine's load during the run (``bench/quiet.py``) and
+It ends with the machine's load during the run (``bench/timing.py``) and
 flags the figures UNRELIABLE when other jobs shared the cores.
 """
 
@@ -76,7 +76,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-import quiet  # noqa: E402  (bench/quiet.py: was the machine quiet?)
+import timing  # noqa: E402  (bench/timing.py: was the machine quiet?)
 
 # bench/torch_reference.py: the PyTorch step, and the settings both share.
 from torch_reference import (  # noqa: E402
@@ -526,7 +526,7 @@ def main():
     f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
     f"{len(os.sched_getaffinity(0))} CPU cores; median of {a.repeats}"
   )
-  with quiet.MachineLoad() as load:
+  with timing.MachineLoad() as load:
     for step in steps:
       for size, batch in zip(sizes, batches):
         for dtype in a.dtypes.split(","):

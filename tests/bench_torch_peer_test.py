@@ -14,12 +14,11 @@ from flax import nnx
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
 import torch_peer  # noqa: E402
-import torch_reference  # noqa: E402
 
 from stclr_jax import models  # noqa: E402
 from stclr_jax.convert import torchvision as tvconvert  # noqa: E402
 
-torch, video = torch_reference.import_torchvision_video()
+torch, video = torch_peer.import_torchvision_video()
 
 
 def _count(module) -> int:

@@ -1,4 +1,6 @@
-"""Whether a benchmark ran on a quiet machine (Linux ``/proc``).
+"""Timing for the benchmarks: :func:`median_seconds` times a call side by
+side with others in one run, and :class:`MachineLoad` says whether the
+machine was quiet meanwhile (Linux ``/proc``).
 
 A speed figure measured while other jobs share the cores measures the
 contention, not the code. :class:`MachineLoad` records, around a run:
@@ -23,6 +25,37 @@ from __future__ import annotations
 
 import os
 import time
+
+import numpy as np
+
+
+def _wait(out):
+  """Blocks until ``out``'s JAX arrays are computed (JAX dispatches
+  asynchronously); other values pass through. JAX is imported only when
+  the process already has it, so TensorFlow- or torch-only scripts can use
+  this module."""
+  import sys
+
+  jax = sys.modules.get("jax")
+  if jax is not None:
+    jax.block_until_ready(out)
+  return out
+
+
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+  """The median wall time of ``fn()`` over ``repeats`` calls, after
+  ``warmup`` untimed calls (compilation, caches). JAX results are waited
+  for inside the timed span."""
+  if repeats < 1:
+    raise ValueError(f"repeats must be at least 1, got {repeats}")
+  for _ in range(warmup):
+    _wait(fn())
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    _wait(fn())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
 
 
 def _cpu_times() -> tuple[float, float]:
