@@ -18,10 +18,16 @@ $(STAMP): setup.py pyproject.toml Makefile
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # torch + torchvision for the Kinetics-400 converter's parity tests:
-# torch 2.13.0's CPU wheel; torchvision without its (CUDA) dependencies.
+# torch 2.13.0 (the machine's CPU wheel on Python 3.11, PyPI's build on
+# 3.12); torchvision without its (CUDA) dependencies.
 $(TORCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet "torch==2.13.0" "safetensors>=0.4"
 	$(PY) -m pip install --quiet --no-deps "torchvision==0.28.*"
+	# Where pip had no CPU wheel (Python 3.12), torch's PyPI build brings
+	# triton, whose extension segfaults when imported after jaxlib and
+	# TensorFlow (torchvision imports it at collection); the CPU parity
+	# tests need no triton, and torch runs without it.
+	$(PY) -m pip uninstall --quiet --yes triton 2>/dev/null || true
 	rm -f $(VENV)/.torch-* && touch $(TORCH_STAMP)
 
 install: $(STAMP)

@@ -42,7 +42,8 @@ EXTRAS = {
     # tests/packaging_test.py builds the wheel without isolation.
     "setuptools>=70.1",
     "scikit-image>=0.22,<0.27",  # astronaut() for prepare's tests
-    # tests/evaluation_stats_test.py checks the statistics against it.
+    # tests/evaluation_{stats,distributions}_test.py check the statistics
+    # against it.
     "scipy>=1.11",
   ],
   # Reading torchvision .pth checkpoints (stclr_jax.convert.torchvision).

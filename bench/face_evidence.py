@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import sys
@@ -46,7 +47,8 @@ sys.path.insert(0, _HERE)
 
 from face_detectors import ASTRO_CENTRE, ASTRO_SIDE, _rgb  # noqa: E402
 
-from stclr_jax.prepare import detectors, run, tracking  # noqa: E402
+from stclr_jax.prepare import clip, detectors, run, tracking  # noqa: E402
+from stclr_jax.prepare.settings import Settings  # noqa: E402
 
 W, H, T, FPS = 256, 192, 24, 25.0
 NO_FACE = (
@@ -273,7 +275,7 @@ def prepare_rates(root, truth, settings, workdir):
   del summary
   recs = {}
   for path in truth:
-    with open(os.path.join(out, run.STATE_DIR, path + ".json")) as f:
+    with open(os.path.join(out, clip.STATE_DIR, path + ".json")) as f:
       recs[path] = json.load(f)
   res = {}
   for kind in ("no_face", "face"):
@@ -316,27 +318,27 @@ def main(argv=None):
       results[f"detections, {key}"] = summarise_detections(rows)
       print(key, json.dumps(results[f"detections, {key}"], indent=1))
   settings = {
-    "before (no rules), default scale": run.Settings.no_evidence_rules(),
-    "before (no rules), full resolution": run.Settings.no_evidence_rules(
+    "before (no rules), default scale": Settings.no_evidence_rules(),
+    "before (no rules), full resolution": Settings.no_evidence_rules(
       detect_downscale=False
     ),
-    "confidence rule alone, default scale": run.Settings.no_evidence_rules(
-      min_confidence=run.Settings.min_confidence
+    "confidence rule alone, default scale": Settings.no_evidence_rules(
+      min_confidence=Settings.min_confidence
     ),
-    "geometry rule alone, default scale": run.Settings.no_evidence_rules(
+    "geometry rule alone, default scale": Settings.no_evidence_rules(
       keypoint_geometry=True
     ),
     "track frames and seconds alone, default scale": (
-      run.Settings.no_evidence_rules(
-        min_track_frames=run.Settings.min_track_frames,
-        min_track_seconds=run.Settings.min_track_seconds,
+      Settings.no_evidence_rules(
+        min_track_frames=Settings.min_track_frames,
+        min_track_seconds=Settings.min_track_seconds,
       )
     ),
-    "track density alone, default scale": run.Settings.no_evidence_rules(
-      min_track_density=run.Settings.min_track_density
+    "track density alone, default scale": Settings.no_evidence_rules(
+      min_track_density=Settings.min_track_density
     ),
-    "after (rules), default scale": run.Settings(folder_fps=FPS),
-    "after (rules), full resolution": run.Settings(
+    "after (rules), default scale": Settings(folder_fps=FPS),
+    "after (rules), full resolution": Settings(
       folder_fps=FPS, detect_downscale=False
     ),
   }
@@ -346,7 +348,7 @@ def main(argv=None):
   )
   print("| --- | --- | --- | --- | --- |")
   for name, s in settings.items():
-    s = run.dataclasses.replace(s, size=64, folder_fps=FPS)
+    s = dataclasses.replace(s, size=64, folder_fps=FPS)
     r = prepare_rates(
       root, truth, s, os.path.join(workdir, name.replace(" ", "_"))
     )

@@ -7,8 +7,9 @@ subjects x 6), so the choice can be scored: **precision** is the share of
 anchors whose chosen negative ``k*`` shows the same expression. Batches
 are drawn as pretraining draws them (``--batch`` videos at random, both
 views of each, and with ``--hardneg`` the second pair), the views and crops
-made by the pipeline's own element function, and ``k*`` by the loss's own
-:func:`stclr_jax.losses.maskfn_false_negatives`.
+made by the pretraining stream's own element function
+(:func:`stclr_jax.data.views.pretrain_views`), and ``k*`` by the loss's
+own :func:`stclr_jax.losses.maskfn_false_negatives`.
 
 Descriptors (``--descriptors``):
 
@@ -45,9 +46,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stclr_jax import checkpoints, descriptors, losses  # noqa: E402
+from stclr_jax import descriptors, init_from, losses  # noqa: E402
 from stclr_jax.data import input as input_lib  # noqa: E402
-from stclr_jax.data import pipeline  # noqa: E402
+from stclr_jax.data import videos, views  # noqa: E402
 from stclr_jax.demo import load_config  # noqa: E402
 from stclr_jax.models import factory  # noqa: E402
 from stclr_jax.pretext import objectives  # noqa: E402
@@ -65,11 +66,11 @@ def videos_with_views(config, data_name, seed):
   root = tf.constant([seed, 0x3E5], tf.int64)
 
   def element(i, ex):
-    cached = pipeline._cacheable(
+    cached = videos.cacheable(
       ex, data.cache_frame_size or None, with_keypoints=True
     )
     cached["fps"] = tf.constant(view.default_fps)
-    out = pipeline._pretrain_views(
+    out = views.pretrain_views(
       tf.random.experimental.stateless_fold_in(root, i), cached, view
     )
     out["label"] = cached["label"]
@@ -84,7 +85,7 @@ def encoder_fn(config, workdir):
   c = load_config(os.path.join(_ROOT, "configs", "finetune_synthetic.py"))
   c.init_from = workdir
   model = factory.create_model(c)
-  info = checkpoints.restore_pretrained(c, model)
+  info = init_from.restore_pretrained(c, model)
   model.eval()
   mean = jnp.asarray(config.data.mean, jnp.float32)
   std = jnp.asarray(config.data.std, jnp.float32)

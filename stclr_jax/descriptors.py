@@ -112,7 +112,7 @@ def hog(
 
 def part_descriptors(crops: jax.Array, kind: str = "hog") -> jax.Array:
   """Descriptors of face-part crops ``(N, parts, S, S, 3)`` uint8 (the eye
-  and mouth crops of :func:`stclr_jax.data.pretext.face_part_crops`):
+  and mouth crops of :func:`stclr_jax.pretext.face_parts.face_part_crops`):
   ``(N, D)``, each part described and the parts concatenated, no gradient.
   MaskFN's loss compares rows by cosine, so scale does not matter.
 

@@ -16,7 +16,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stclr_jax import checkpoints, train
+from stclr_jax import train
+from stclr_jax import workdir as workdir_lib
 from stclr_jax.evaluation import protocol
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -84,7 +85,7 @@ def main(argv):
     return
   try:
     last = train.pretrain(_CONFIG.value, _WORKDIR.value)["last"]
-  except checkpoints.WorkdirError as e:
+  except workdir_lib.WorkdirError as e:
     # The project's message, last and alone, exit status 1: a record, the
     # config or a checkpoint that the workdir cannot continue with.
     raise SystemExit(f"stclr_jax.main: {e}") from None

@@ -1,21 +1,21 @@
 """The ST-CLR pretraining loop: ``pretrain(config, workdir)``.
 
 Input (tf.data, this host's shard of the global batch), the jitted step of
-:mod:`stclr_jax.train_step`, Orbax checkpoints (:mod:`stclr_jax.checkpoints`)
+:mod:`stclr_jax.train_step`, Orbax checkpoints (:mod:`stclr_jax.checkpoints`),
+the workdir's records (:mod:`stclr_jax.workdir`, :mod:`stclr_jax.stream_record`)
 and clu metric writers. The loop dispatches step t before reading step
 t-1's metrics, so the host never waits on the device; it stops on a
 non-finite metric, and never checkpoints a state whose metrics it has not
 checked.
 
 Exact resume: the batch at step k is a pure function of ``(seed, k, number
-of data shards)`` (see ``data/pipeline.py``), so a restarted run rebuilds
+of data shards)`` (see ``data/streams.py``), so a restarted run rebuilds
 its input at the restored step; nothing about the tf.data iterator needs to
 be saved, and a checkpoint restores onto any number of devices.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -28,10 +28,11 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 
-from stclr_jax import checkpoints
+from stclr_jax import checkpoints, init_from, stream_record
 from stclr_jax import mesh as mesh_lib
 from stclr_jax import optim as optim_lib
 from stclr_jax import train_step as train_step_lib
+from stclr_jax import workdir as workdir_lib
 from stclr_jax.data import device_augment
 from stclr_jax.data import input as input_lib
 from stclr_jax.models import factory
@@ -58,7 +59,7 @@ def create_state(config, mesh, tx, bn_groups: int | None = None):
   """``(graphdef, state, init_info)``: the model of ``config.model``, its
   encoder initialised from ``config.init_from``, replicated on ``mesh``."""
   model = factory.create_model(config, mesh.size, bn_groups)
-  info = checkpoints.init_encoder(config, model)
+  info = init_from.init_encoder(config, model)
   graphdef, state = train_step_lib.init_state(model, tx, mesh)
   return graphdef, state, info
 
@@ -75,84 +76,6 @@ def make_train_step(config, mesh, graphdef, tx, lr_fn, state):
     objectives.from_config(config),
     mean=config.data.mean,
     std=config.data.std,
-  )
-
-
-STREAM_FILE = "data_stream.json"
-
-
-def data_shards(config, workdir: str, resuming: bool, process_count: int):
-  """The number of logical data shards of this run (the batches are a
-  function of (seed, step, shards), see ``data/input.py``).
-
-  A fresh run takes ``data.num_shards``, or one per process; it is recorded
-  in ``workdir/data_stream.json`` with the seed (:func:`record_stream`). A
-  resumed run keeps the recorded count, so its data stream does not change
-  when it resumes on another number of processes; where that cannot hold,
-  or the seed changed, it stops with an error that says why.
-  """
-  path = os.path.join(workdir, STREAM_FILE)
-  if not resuming:
-    return input_lib.num_data_shards(config.data, process_count)
-  if not os.path.exists(path):
-    logging.warning(
-      "%s has checkpoints but no %s (a run from before it was recorded): "
-      "assuming data.num_shards or one shard per process, as then",
-      workdir,
-      STREAM_FILE,
-    )
-    return input_lib.num_data_shards(config.data, process_count)
-  record = checkpoints.read_record(workdir, STREAM_FILE, _check_stream)
-  recorded = record["num_shards"]
-  if "seed" in record and record["seed"] != config.seed:
-    raise checkpoints.WorkdirError(
-      f"{workdir} was trained with seed {record['seed']} (see {path}); "
-      f"--config.seed={config.seed} would change its data stream from the "
-      f"restored step on. Set --config.seed={record['seed']}, or start a "
-      "new --workdir"
-    )
-  asked = config.data.get("num_shards", 0)
-  if asked and asked != recorded:
-    raise checkpoints.WorkdirError(
-      f"{workdir} was trained with {recorded} data shards (see {path}); "
-      f"--config.data.num_shards={asked} would change its data stream from "
-      f"the restored step on. Set --config.data.num_shards={recorded} (or 0)"
-      ", or start a new --workdir"
-    )
-  if recorded % process_count:
-    raise checkpoints.WorkdirError(
-      f"{workdir} was trained with {recorded} data shards (see {path}), "
-      f"which {process_count} processes cannot split evenly, so its data "
-      f"stream cannot continue unchanged: resume on a number of processes "
-      f"that divides {recorded}, or start a new --workdir"
-    )
-  if recorded != process_count and not asked:
-    logging.info(
-      "Keeping the run's %d data shards on %d processes (%s)",
-      recorded,
-      process_count,
-      path,
-    )
-  return recorded
-
-
-def _check_stream(record: dict) -> str | None:
-  """What is wrong with a ``data_stream.json`` that parses, if anything."""
-  shards = record.get("num_shards")
-  if type(shards) is not int or shards < 1:
-    return f"num_shards is {shards!r}, not a positive integer"
-  if "seed" in record and type(record["seed"]) is not int:
-    return f"seed is {record['seed']!r}, not an integer"
-  return None
-
-
-def record_stream(workdir: str, num_shards: int, seed: int) -> None:
-  """Writes ``data_stream.json`` atomically, once per run (process 0; a
-  resumed run reads it and never rewrites it)."""
-  if os.path.exists(os.path.join(workdir, STREAM_FILE)):
-    return
-  checkpoints.write_record(
-    workdir, STREAM_FILE, json.dumps({"num_shards": num_shards, "seed": seed})
   )
 
 
@@ -235,7 +158,7 @@ MODEL_INPUTS = (
 
 class PretextCounts:
   """This host's pretext counters between two logged steps
-  (data/pretext.py): the share of pairs whose temporal shift was cut
+  (pretext/views.py): the share of pairs whose temporal shift was cut
   (``pretext/shift_clamped``), and of videos under each hard-negative
   policy (``pretext/gap_policy_<name>``). Empty without those options."""
 
@@ -272,23 +195,24 @@ def pretrain(
   each metrics dict with its ``step``.
 
   A resumed run checks, before it restores anything, that its config fits
-  the run in ``workdir`` (:func:`checkpoints.check_resume_config`): only
-  the fields of :data:`checkpoints.FREE_ON_RESUME` may change, namely
-  ``num_steps``, ``num_epochs`` (the schedule is then the new length's),
-  ``log_every_steps``, ``checkpoint_every_steps``, ``keep_checkpoints``,
-  ``profile``, the paths ``init_from``, ``data.data_dir``,
-  ``data.manual_dir`` and ``data.csv_path``, ``data.cache``,
-  ``aug.placement`` and ``aug.ship_size``; ``data.num_shards`` is checked
-  against ``data_stream.json`` (:func:`data_shards`). Every other field
-  (the model, its width, dtype and head, the optimiser and its schedule,
-  the batch size, the seed, the data set, its clips and augmentation, the
-  loss and pretext options) is an error that lists each changed field. A
-  record of the workdir that does not read is an error naming the file. A
+  the run in ``workdir`` (:func:`~stclr_jax.workdir.check_resume_config`):
+  only the fields of :data:`~stclr_jax.workdir.FREE_ON_RESUME` may change,
+  namely ``num_steps``, ``num_epochs`` (the schedule is then the new
+  length's), ``log_every_steps``, ``checkpoint_every_steps``,
+  ``keep_checkpoints``, ``profile``, the paths ``init_from``,
+  ``data.data_dir``, ``data.manual_dir`` and ``data.csv_path``,
+  ``data.cache``, ``aug.placement`` and ``aug.ship_size``;
+  ``data.num_shards`` is checked against ``data_stream.json``
+  (:func:`~stclr_jax.stream_record.data_shards`). Every other field (the
+  model, its width, dtype and head, the optimiser and its schedule, the
+  batch size, the seed, the data set, its clips and augmentation, the loss
+  and pretext options) is an error that lists each changed field. A record
+  of the workdir that does not read is an error naming the file. A
   checkpoint whose files do not read is moved aside to
   ``checkpoints/corrupt-<step>`` and the one before it restored
   (:func:`checkpoints.restore_latest`). Those errors are
-  :class:`checkpoints.WorkdirError`, raised with the checkpoint manager
-  closed.
+  :class:`~stclr_jax.workdir.WorkdirError`, raised with the checkpoint
+  manager closed.
   """
   os.makedirs(workdir, exist_ok=True)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
@@ -303,8 +227,10 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
   # written or restored.
   resuming = bool(mngr.all_steps())
   if resuming:
-    checkpoints.check_resume_config(config, workdir)
-  shards = data_shards(config, workdir, resuming, jax.process_count())
+    workdir_lib.check_resume_config(config, workdir)
+  shards = stream_record.data_shards(
+    config, workdir, resuming, jax.process_count()
+  )
   mesh = mesh_lib.make_mesh(devices)
   if config.batch_size % mesh.size:
     raise ValueError(
@@ -328,10 +254,10 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
   state, restored = checkpoints.restore_latest(mngr, state)
   # The records are written once the workdir's state is known to fit.
   if jax.process_index() == 0:
-    checkpoints.write_record(
-      workdir, checkpoints.CONFIG_FILE, config.to_json_best_effort(indent=2)
+    workdir_lib.write_record(
+      workdir, workdir_lib.CONFIG_FILE, config.to_json_best_effort(indent=2)
     )
-    record_stream(workdir, shards, config.seed)
+    stream_record.record_stream(workdir, shards, config.seed)
   start = int(restored or 0)
   if restored is None:
     parameter_overview.log_parameter_overview(

@@ -1,10 +1,11 @@
 """A workdir damaged after it was written (stclr_jax/checkpoints.py,
-stclr_jax/train.py): a checkpoint whose data files are truncated, zeroed or
-missing is moved aside and the one before it restored, ending equal to an
-uninterrupted run; every step damaged starts afresh; a record cut short or
-a config that no longer fits the run stops the relaunch with a message
-naming the file or the fields, before any restore; two processes agree on
-the step they resume from.
+stclr_jax/workdir.py, stclr_jax/stream_record.py, stclr_jax/train.py): a
+checkpoint whose data files are truncated, zeroed or missing is moved aside
+and the one before it restored, ending equal to an uninterrupted run; every
+step damaged starts afresh; a record cut short or a config that no longer
+fits the run stops the relaunch with a message naming the file or the
+fields, before any restore; two processes agree on the step they resume
+from.
 
 One tiny run (4 steps, a checkpoint at each) is the uninterrupted run and
 the source of every damaged workdir."""
@@ -26,7 +27,8 @@ from etils import epath
 from jax.experimental.compilation_cache import compilation_cache
 
 from configs import stclr_synthetic
-from stclr_jax import checkpoints, train
+from stclr_jax import train
+from stclr_jax import workdir as workdir_lib
 
 _STEPS = 4
 # The run's fields that the relaunches repeat (data.num_shards=2: the
@@ -215,7 +217,7 @@ def test_a_damaged_step_that_cannot_be_moved_aside_is_an_error(
     raise PermissionError(13, "Permission denied", str(self))
 
   monkeypatch.setattr(type(epath.Path(work)), "rename", refused)
-  with pytest.raises(checkpoints.WorkdirError) as e:
+  with pytest.raises(workdir_lib.WorkdirError) as e:
     _pretrain(_config(tfds_dir), work)
   w = re.escape(str(work))
   assert re.fullmatch(
@@ -285,7 +287,7 @@ def test_a_record_cut_short_is_an_error_naming_the_file(
   work = _copy(run, tmp_path)
   path = work / record
   path.write_bytes(path.read_bytes()[:cut])
-  with pytest.raises(checkpoints.WorkdirError) as e:
+  with pytest.raises(workdir_lib.WorkdirError) as e:
     _pretrain(_config(tfds_dir), work)
   message = str(e.value)
   assert message.startswith(f"{path} cannot be read (JSONDecodeError: ")
@@ -303,12 +305,12 @@ def test_a_record_that_parses_but_holds_nonsense_is_an_error(
   work = _copy(run, tmp_path)
   (work / "data_stream.json").write_text('{"num_shards": "2", "seed": 0}')
   with pytest.raises(
-    checkpoints.WorkdirError, match=r"num_shards is '2', not a positive"
+    workdir_lib.WorkdirError, match=r"num_shards is '2', not a positive"
   ):
     _pretrain(_config(tfds_dir), work)
   (work / "config.json").write_text("[1, 2]")
   with pytest.raises(
-    checkpoints.WorkdirError, match=r"config.json cannot be read \(not a JSON"
+    workdir_lib.WorkdirError, match=r"config.json cannot be read \(not a JSON"
   ):
     _pretrain(_config(tfds_dir), work)
 
@@ -351,7 +353,7 @@ def test_a_guarded_field_changed_is_an_error_before_any_restore(
   stored = json.loads(before)
   for key in field.split("."):
     stored = stored[key]
-  with pytest.raises(checkpoints.WorkdirError) as e:
+  with pytest.raises(workdir_lib.WorkdirError) as e:
     _pretrain(_config(tfds_dir, **{field: value}), work)
   new = json.loads(json.dumps(value))
   message = str(e.value)
@@ -390,11 +392,11 @@ def test_every_changed_field_is_listed_and_free_fields_are_not(
     "aug.placement": "device",
     "aug.ship_size": (32, 36),
   }
-  assert set(free) | {"data.num_shards"} == set(checkpoints.FREE_ON_RESUME)
+  assert set(free) | {"data.num_shards"} == set(workdir_lib.FREE_ON_RESUME)
   config = _config(tfds_dir, **free)
-  checkpoints.check_resume_config(config, str(work))  # no error
+  workdir_lib.check_resume_config(config, str(work))  # no error
   config.model.width, config.batch_size = 0.25, 16
-  with pytest.raises(checkpoints.WorkdirError) as e:
+  with pytest.raises(workdir_lib.WorkdirError) as e:
     _pretrain(config, work)
   lines = str(e.value).splitlines()
   assert lines[1:3] == [
@@ -404,7 +406,7 @@ def test_every_changed_field_is_listed_and_free_fields_are_not(
   assert "(--config.batch_size=8 --config.model.width=0.125)" in lines[3]
   # data.num_shards is free of the config check; data_stream.json keeps it.
   with pytest.raises(
-    checkpoints.WorkdirError, match=r"num_shards=4 would change its data"
+    workdir_lib.WorkdirError, match=r"num_shards=4 would change its data"
   ):
     _pretrain(_config(tfds_dir, **{"data.num_shards": 4}), work)
 
@@ -417,7 +419,7 @@ def test_without_config_json_the_checkpoint_shapes_still_tell(
   nothing is moved aside."""
   work = _copy(run, tmp_path)
   (work / "config.json").unlink()
-  with pytest.raises(checkpoints.WorkdirError) as e:
+  with pytest.raises(workdir_lib.WorkdirError) as e:
     _pretrain(_config(tfds_dir, **{"model.width": 0.25}), work)
   message = str(e.value)
   assert message.startswith(
@@ -454,7 +456,7 @@ def test_the_command_line_ends_with_the_message_and_status_1(
     "  model.width: 0.125 in the run, 0.25 now",
     "Resume with the run's values (--config.model.width=0.125), or start a "
     "new --workdir. Free to change on resume: "
-    + ", ".join(checkpoints.FREE_ON_RESUME)
+    + ", ".join(workdir_lib.FREE_ON_RESUME)
     + ".",
   ]
   for noise in ("Traceback", "Event loop is closed"):

@@ -83,13 +83,13 @@ def test_pretext_variants_turn_options_on_and_default_off():
     or c.pretext.multi_view_positives
   )
   assert objectives.from_config(c) == objectives.NTXent(c.loss.temperature)
-  # SSL-FER's values (stclr_jax/data/pretext.py's constants).
-  from stclr_jax.data import pretext
+  # SSL-FER's values (stclr_jax/pretext/views.py's constants).
+  from stclr_jax.pretext import face_parts, views
 
-  assert tuple(c.pretext.shift_offsets) == pretext.SSLFER_OFFSETS
-  assert tuple(c.pretext.shift_weights) == pretext.SSLFER_WEIGHTS
-  assert c.pretext.hard_negative_gap == pretext.SSLFER_GAP
-  assert c.pretext.default_fps == pretext.DEFAULT_FPS
+  assert tuple(c.pretext.shift_offsets) == views.SSLFER_OFFSETS
+  assert tuple(c.pretext.shift_weights) == views.SSLFER_WEIGHTS
+  assert c.pretext.hard_negative_gap == views.SSLFER_GAP
+  assert c.pretext.default_fps == views.DEFAULT_FPS
   c = m.get_config("pretext=timeaug+samesubject")
   assert c.pretext.temporal_shift and c.pretext.same_subject_negatives
   assert not c.pretext.hard_negatives
@@ -101,7 +101,7 @@ def test_pretext_variants_turn_options_on_and_default_off():
   assert objectives.from_config(c) == objectives.MaskFN(
     c.loss.temperature, 0.8, "hog"
   )
-  assert input_lib.view_spec(c).face_parts == pretext.FaceParts(size=64)
+  assert input_lib.view_spec(c).face_parts == face_parts.FaceParts(size=64)
   c = m.get_config("pretext=clmex")
   assert isinstance(objectives.from_config(c), objectives.MultiPositive)
   assert input_lib.whole_groups(c)

@@ -10,7 +10,7 @@ from _helpers_video import build, write_sequence
 from PIL import Image
 
 from stclr_jax import video_io
-from stclr_jax.data import pipeline
+from stclr_jax.data import videos
 from stclr_jax.data.datasets import oulu_casia
 
 EXPR_DIRS = ("Anger", "Happiness", "Surprise")
@@ -114,7 +114,7 @@ def test_process_shards_are_disjoint_and_complete(tmp_path):
       {
         r["video_id"]
         for r in b.as_dataset(
-          split=pipeline.shard_for_process("train", i, count)
+          split=videos.shard_for_process("train", i, count)
         ).as_numpy_iterator()
       }
       for i in range(count)
@@ -123,4 +123,4 @@ def test_process_shards_are_disjoint_and_complete(tmp_path):
     assert sum(len(s) for s in shards) == len(all_ids)
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
   with pytest.raises(ValueError, match="outside"):
-    pipeline.shard_for_process("train", 3, 3)
+    videos.shard_for_process("train", 3, 3)

@@ -11,8 +11,9 @@ from stclr_jax.data import datasets  # noqa: F401  (registers the builders)
 from stclr_jax.data.datasets import synthetic_expressions as se
 from stclr_jax.data.datasets import synthetic_faces
 from stclr_jax.data.datasets import synthetic_sequences as sequences
+from stclr_jax.data.datasets.synthetic_expressions_configs import CONFIGS
 
-TINY = se.CONFIGS["tiny"]
+TINY = CONFIGS["tiny"]
 # No head motion, even light, no noise: only the facial actions change.
 CLEAN = dataclasses.replace(
   TINY, name="clean", frame_size=48, head_motion=0.0, lighting=0.0, noise=0.0
@@ -179,8 +180,8 @@ def _skin_mask(video_cfg, subject_id):
 def test_face_framing_is_a_face_crop_of_the_same_people():
   portrait = dataclasses.replace(CLEAN, frame_size=64)
   faces = dataclasses.replace(portrait, framing="face")
-  assert se.CONFIGS["faces"].framing == "face"
-  assert se.CONFIGS["default"].framing == "portrait"
+  assert CONFIGS["faces"].framing == "face"
+  assert CONFIGS["default"].framing == "portrait"
   ratios, offsets = [], []
   for s in range(1, 21):
     p_mask, p_subject = _skin_mask(portrait, s)
@@ -222,7 +223,7 @@ def test_face_framing_is_a_face_crop_of_the_same_people():
 
 def test_people_makes_subjects_recordings_of_the_same_person():
   one = dataclasses.replace(TINY, people=1)
-  assert se.CONFIGS["faces_one_person"].people == 1
+  assert CONFIGS["faces_one_person"].people == 1
   first = [se.generate_video(s, "anger", one) for s in (1, 2, 3)]
   # Subject 1 of a one-person data set is subject 1 of the usual one.
   np.testing.assert_array_equal(first[0], se.generate_video(1, "anger", TINY))
@@ -251,7 +252,7 @@ def test_people_makes_subjects_recordings_of_the_same_person():
 
 def test_unlabelled_pool_holds_no_labels_and_other_people(tmp_path, tiny):
   builder = _build(tmp_path, "tiny_pool")
-  pool = se.CONFIGS["tiny_pool"]
+  pool = CONFIGS["tiny_pool"]
   assert "label" not in builder.info.features
   assert builder.info.supervised_keys is None
   rows = _rows(builder)
@@ -287,7 +288,7 @@ def test_unlabelled_pool_holds_no_labels_and_other_people(tmp_path, tiny):
 
 def test_subject_ids_start_at_first_subject():
   assert se.subject_ids(TINY) == range(1, 7)
-  assert se.subject_ids(se.CONFIGS["expressive_pool"]) == range(1001, 1401)
+  assert se.subject_ids(CONFIGS["expressive_pool"]) == range(1001, 1401)
   bad = dataclasses.replace(TINY, name="bad", first_subject=0)
   with pytest.raises(ValueError, match="'bad': first_subject must be >= 1"):
     se.subject_ids(bad)
@@ -408,23 +409,23 @@ _POPULATIONS = (
 
 
 def test_benchmark_populations_are_disjoint_by_subject():
-  ids = {name: set(se.subject_ids(se.CONFIGS[name])) for name in _POPULATIONS}
+  ids = {name: set(se.subject_ids(CONFIGS[name])) for name in _POPULATIONS}
   for a in _POPULATIONS:
     for b in _POPULATIONS:
       if a < b:
         assert not ids[a] & ids[b], (a, b)
-  held = se.CONFIGS["expressive_heldout"]
+  held = CONFIGS["expressive_heldout"]
   assert held.labelled and len(ids["expressive_heldout"]) * 6 >= 1200
-  assert se.CONFIGS["expressive_dev"].labelled
+  assert CONFIGS["expressive_dev"].labelled
   # Rendered as the labelled 80: only who is shown differs.
-  base = dataclasses.asdict(se.CONFIGS["expressive"])
+  base = dataclasses.asdict(CONFIGS["expressive"])
   for name in ("expressive_heldout", "expressive_dev"):
-    other = dataclasses.asdict(se.CONFIGS[name])
+    other = dataclasses.asdict(CONFIGS[name])
     diff = {k for k in base if base[k] != other[k]}
     assert diff <= {"name", "description", "num_subjects", "first_subject"}
   # The twin is the pool with labels: the same subjects and videos.
-  pool = dataclasses.asdict(se.CONFIGS["expressive_pool"])
-  twin = dataclasses.asdict(se.CONFIGS["expressive_pool_labelled"])
+  pool = dataclasses.asdict(CONFIGS["expressive_pool"])
+  twin = dataclasses.asdict(CONFIGS["expressive_pool_labelled"])
   assert {k for k in pool if pool[k] != twin[k]} == {
     "name",
     "description",

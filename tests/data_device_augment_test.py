@@ -1,6 +1,6 @@
 """The device path's augmentation (stclr_jax/data/device_augment.py) equals
 the host path's (stclr_jax/data/augment.py): per op, end to end from the
-same draws, and through the pipeline, which still resumes exactly.
+same draws, and through the pretraining stream, which still resumes exactly.
 
 The tolerances: both paths compute in float32, in different orders (XLA
 may fuse a multiply and an add into one rounding; the clip's mean
@@ -16,7 +16,9 @@ import tensorflow as tf
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import device_augment as dev
-from stclr_jax.data import pipeline, pretext
+from stclr_jax.data import streams
+from stclr_jax.data import views as views_lib
+from stclr_jax.pretext import views as pretext_views
 
 # Per op: float32 rounding of values in [0, 1] (ulp 6e-8 near 1). Worst
 # measured: crop 2.4e-7 (5 frame sizes x 40 boxes), hue 6e-8 (45 shifts),
@@ -151,8 +153,8 @@ def _videos(sizes, seed=0):
 
 
 def _stream(ds, n, placement, start=0, **view):
-  spec = pipeline.ViewSpec(clip_len=4, size=16, placement=placement, **view)
-  d = pipeline.pretrain_dataset(
+  spec = views_lib.ViewSpec(clip_len=4, size=16, placement=placement, **view)
+  d = streams.pretrain_dataset(
     ds, n, batch_size=3, view=spec, seed=4, start_step=start
   )
   return list(d.take(4 - start).as_numpy_iterator())
@@ -175,8 +177,8 @@ def test_the_pipelines_device_path_equals_its_host_path_and_resumes(hard):
   opts = {}
   if hard:
     opts = dict(
-      shift=pretext.TemporalShift(offsets=(0.04,), weights=(1,)),
-      hard_negatives=pretext.HardNegatives(gap=0.12),
+      shift=pretext_views.TemporalShift(offsets=(0.04,), weights=(1,)),
+      hard_negatives=pretext_views.HardNegatives(gap=0.12),
     )
   sizes = [(24, 30)] * 6
   host = _stream(_videos(sizes), 6, "host", **opts)
@@ -215,13 +217,13 @@ def test_frames_of_several_sizes_ship_padded_and_too_large_is_an_error():
   with pytest.raises(tf.errors.InvalidArgumentError, match="ship_size"):
     _stream(_videos(sizes), 6, "device", ship_size=(20, 30))
   with pytest.raises(ValueError, match="placement 'gpu' unknown"):
-    pipeline.ViewSpec(placement="gpu")
+    views_lib.ViewSpec(placement="gpu")
 
 
 def test_ship_size_follows_the_cache_size():
-  assert pipeline.ship_size((None, 240, 320, 3), 256, None) == (256, 341)
-  assert pipeline.ship_size((None, 64, 64, 3), 0, None) == (64, 64)
-  assert pipeline.ship_size((None, None, None, 3), 0, (30, 40)) == (30, 40)
+  assert views_lib.ship_size((None, 240, 320, 3), 256, None) == (256, 341)
+  assert views_lib.ship_size((None, 64, 64, 3), 0, None) == (64, 64)
+  assert views_lib.ship_size((None, None, None, 3), 0, (30, 40)) == (30, 40)
 
 
 def test_the_config_switch_and_its_default():

@@ -21,7 +21,9 @@ from PIL import Image
 
 from stclr_jax import video_io
 from stclr_jax.data.datasets import video_folder
+from stclr_jax.prepare import clip as clip_lib
 from stclr_jax.prepare import run
+from stclr_jax.prepare.settings import Settings
 
 
 def test_crop_follows_the_moving_face(prepared):
@@ -53,7 +55,7 @@ def test_crop_follows_the_moving_face(prepared):
     for t in (0, 11):
 
       def corr(box, t=t, src=src, clip=clip):
-        want = run.crop(src[t], box, 0.2, 48)
+        want = clip_lib.crop(src[t], box, 0.2, 48)
         return np.corrcoef(clip[t].ravel(), want.ravel())[0, 1]
 
       side = boxes[t, 2]
@@ -70,7 +72,7 @@ def test_rerun_resumes(prepared, tmp_path):
   raw, out0, _, _, _ = prepared
   out = tmp_path / "out"
   shutil.copytree(out0, out)
-  settings = run.Settings(**SETTINGS)
+  settings = Settings(**SETTINGS)
   s = run.prepare(
     str(raw), str(out), settings, progress=False, detector_factory=_exploding
   )
@@ -97,7 +99,7 @@ def test_rerun_resumes(prepared, tmp_path):
   s = run.prepare(
     str(raw),
     str(out),
-    run.Settings(**dict(SETTINGS, size=32)),
+    Settings(**dict(SETTINGS, size=32)),
     progress=False,
     detector_factory=lambda m: FixedDetector(m),
   )
@@ -112,7 +114,7 @@ def test_csv_input_parallel_workers_and_gaps(tmp_path):
   (raw / "list.csv").write_text(
     "path,label,subject,group\na,pos,S1,train\nb,neg,S2,test\n"
   )
-  settings = run.Settings(
+  settings = Settings(
     detector="red", size=16, max_gap=3, min_face=12, folder_fps=30
   )
   s = run.prepare(
@@ -162,7 +164,7 @@ def test_unlabelled_folder_makes_a_data_set_without_labels(tmp_path):
   os.makedirs(raw)
   write_mp4(raw / "clip.mp4", red_square_frames(6), codec="mpeg4")
   write_folder(raw / "take1", red_square_frames(5))
-  settings = run.Settings(detector="red", size=16, min_face=12)
+  settings = Settings(detector="red", size=16, min_face=12)
   out = tmp_path / "out"
   s = run.prepare(
     str(raw), str(out), settings, detector_factory=RedDetector, progress=False
@@ -201,7 +203,7 @@ def test_bad_run_arguments_name_the_problem(tmp_path):
   with pytest.raises(video_io.BadInputError, match="must not be inside"):
     run.prepare(str(tmp_path), str(tmp_path / "out"))
   with pytest.raises(ValueError, match="max_gap must be >= 0"):
-    run.Settings(max_gap=-1)
+    Settings(max_gap=-1)
 
 
 def test_mtcnn_keypoints_are_kept_in_clip_coordinates(prepared, tmp_path):
@@ -211,7 +213,7 @@ def test_mtcnn_keypoints_are_kept_in_clip_coordinates(prepared, tmp_path):
   data set built from the manifest carries them."""
   _, out, _, _, _ = prepared
   for rec_path in ("happy/S1/astro", "sad/S3/take1"):
-    kp = np.load(out / "clips" / rec_path / run.KEYPOINTS_FILE)
+    kp = np.load(out / "clips" / rec_path / clip_lib.KEYPOINTS_FILE)
     assert kp.shape == (12, 5, 2) and kp.dtype == np.float32
     assert np.isfinite(kp).all()
     assert kp.std(axis=0).max() < 1.0
@@ -231,7 +233,7 @@ def test_mtcnn_keypoints_are_kept_in_clip_coordinates(prepared, tmp_path):
   }
   np.testing.assert_array_equal(
     rows["clips/happy/S1/astro"]["keypoints"],
-    np.load(out / "clips/happy/S1/astro" / run.KEYPOINTS_FILE),
+    np.load(out / "clips/happy/S1/astro" / clip_lib.KEYPOINTS_FILE),
   )
 
 
@@ -240,7 +242,7 @@ def test_crop_keypoints_maps_the_box_to_the_clip():
   (38, 28): the clip's [0, 48] square, 2 clip pixels per frame pixel."""
   boxes = np.array([[50.0, 40.0, 20.0]])
   kp = np.array([[[38.0, 28], [50, 40], [62, 52], [0, 0], [np.nan, 1]]])
-  got = run.crop_keypoints(kp, boxes, 0.1, 48)
+  got = clip_lib.crop_keypoints(kp, boxes, 0.1, 48)
   np.testing.assert_allclose(
     got[0, :4], [[0, 0], [24, 24], [48, 48], [-76, -56]]
   )
@@ -271,7 +273,7 @@ def test_a_no_face_skip_names_the_rule_that_rejected_the_detections(
     )  # fmt: skip
     return {r["id"]: (r["status"], r.get("reason", "")) for r in s.records}
 
-  got = reasons(run.Settings(**base), RedDetector, "rules")
+  got = reasons(Settings(**base), RedDetector, "rules")
   assert got["solid"][0] == "prepared"
   assert got["sparse"][0] == "skipped"
   assert "face tracks too short or too sparse" in got["sparse"][1]
@@ -279,10 +281,8 @@ def test_a_no_face_skip_names_the_rule_that_rejected_the_detections(
   assert "min_track_density=0.5" in got["sparse"][1]
   assert got["empty"] == ("skipped", got["empty"][1])
   assert got["empty"][1].startswith("no face found (20 frames examined")
-  dim = reasons(run.Settings(**base), DimRedDetector, "dim")
+  dim = reasons(Settings(**base), DimRedDetector, "dim")
   assert dim["solid"][0] == "skipped"
   assert "20 frames' detections below min_confidence=0.95" in dim["solid"][1]
-  before = reasons(
-    run.Settings.no_evidence_rules(**base), DimRedDetector, "before"
-  )
+  before = reasons(Settings.no_evidence_rules(**base), DimRedDetector, "before")
   assert before["solid"][0] == before["sparse"][0] == "prepared"

@@ -184,7 +184,8 @@ def test_model_loss_and_step_import_without_tensorflow():
     "  sys.modules[m] = None  # import fails\n"
     "import stclr_jax.models, stclr_jax.losses, stclr_jax.train_step\n"
     "import stclr_jax.pretext.objectives\n"
-    "import stclr_jax.checkpoints, stclr_jax.models.factory\n"
+    "import stclr_jax.checkpoints, stclr_jax.init_from\n"
+    "import stclr_jax.workdir, stclr_jax.models.factory\n"
     "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m]]\n"
     "print('ok')\n"
   )

@@ -1,9 +1,7 @@
 """The pretraining loop (stclr_jax/train.py): a run killed with SIGKILL while
 an asynchronous checkpoint save is in flight resumes from the last complete
-checkpoint and ends equal to an uninterrupted run; the data shards a run
-keeps when it resumes on another number of processes."""
+checkpoint and ends equal to an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +10,6 @@ import time
 
 import _helpers_runs as runs
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -36,7 +33,7 @@ app.run(main.main)
 """
 
 
-# Every pretext option on at once (data/pretext.py): the temporal shift,
+# Every pretext option on at once (stclr_jax/pretext/): the temporal shift,
 # hard negatives (4 clips per video) and same-subject batches (2 subjects
 # x 2 videos). At 25 frames/s the gap of 0.12 s is 3 frames: the 5-frame
 # videos take the halves policy and the 6-8 frame ones the gap policy;
@@ -120,42 +117,6 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   assert int(pa["step"]) == int(pb["step"]) == 10
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
-
-
-def _data_config(num_shards=0, seed=0):
-  return ml_collections.ConfigDict(
-    {"seed": seed, "data": {"num_shards": num_shards}}
-  )
-
-
-def test_a_resumed_run_keeps_its_data_shards_or_says_why_not(tmp_path):
-  work = str(tmp_path)
-  # Fresh: the config's count, or one shard per process.
-  assert train.data_shards(_data_config(), work, False, 4) == 4
-  assert train.data_shards(_data_config(8), work, False, 2) == 8
-  # Resuming without a record (a run from before the record): as fresh.
-  assert train.data_shards(_data_config(), work, True, 2) == 2
-  with open(os.path.join(work, train.STREAM_FILE), "w") as f:
-    json.dump({"num_shards": 4, "seed": 0}, f)
-  # Resumed on 1, 2 or 4 processes: the run's 4 shards, the same stream.
-  for processes in (1, 2, 4):
-    assert train.data_shards(_data_config(), work, True, processes) == 4
-  assert train.data_shards(_data_config(4), work, True, 2) == 4
-  with pytest.raises(ValueError, match=r"4 data shards .* 3 processes"):
-    train.data_shards(_data_config(), work, True, 3)
-  with pytest.raises(
-    ValueError,
-    match=r"num_shards=2 would change .* "
-    r"--config.data.num_shards=4",
-  ):
-    train.data_shards(_data_config(2), work, True, 2)
-  with pytest.raises(ValueError, match=r"seed 0 .* --config.seed=1 would"):
-    train.data_shards(_data_config(seed=1), work, True, 2)
-  # Written once, atomically; a resumed run does not rewrite it.
-  train.record_stream(work, 8, 5)
-  assert json.load(open(os.path.join(work, train.STREAM_FILE)))["seed"] == 0
-  # The record only counts for a run that resumes.
-  assert train.data_shards(_data_config(), work, False, 2) == 2
 
 
 def test_sigterm_is_caught_once_then_the_previous_handler_is_back():

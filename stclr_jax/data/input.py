@@ -1,4 +1,4 @@
-"""From a config to this process's input: TFDS builder, shard, pipeline."""
+"""From a config to this process's input: TFDS builder, shards, streams."""
 
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ from jax.experimental import multihost_utils
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import (
   datasets,  # noqa: F401  (registers the builders)
-  pipeline,
-  pretext,
   sampling,
 )
+from stclr_jax.data import streams as streams_lib
+from stclr_jax.data import videos as videos_lib
+from stclr_jax.data import views as views_lib
 from stclr_jax.data.datasets import video_folder
+from stclr_jax.pretext import face_parts as face_parts_lib
+from stclr_jax.pretext import views as pretext_views
 
 
 def _process(process_index, process_count):
@@ -135,15 +138,15 @@ def placement(aug, video_shape=None) -> str:
       )
       return "host"
     return "device"
-  if where not in pipeline.PLACEMENTS:
+  if where not in views_lib.PLACEMENTS:
     raise ValueError(
       f"config.aug.placement: {where!r} unknown; choose from "
-      f"{('auto', *pipeline.PLACEMENTS)}"
+      f"{('auto', *views_lib.PLACEMENTS)}"
     )
   return where
 
 
-def view_spec(config, video_shape=None) -> pipeline.ViewSpec:
+def view_spec(config, video_shape=None) -> views_lib.ViewSpec:
   modes = tuple(
     m.strip() for m in config.aug.temporal_modes.split(",") if m.strip()
   )
@@ -155,24 +158,24 @@ def view_spec(config, video_shape=None) -> pipeline.ViewSpec:
       )
   p = config.get("pretext")
   shift = hard = parts = None
-  fps = pretext.DEFAULT_FPS
+  fps = pretext_views.DEFAULT_FPS
   if p is not None:
     try:
       if p.temporal_shift:
-        shift = pretext.TemporalShift(
+        shift = pretext_views.TemporalShift(
           offsets=tuple(float(x) for x in p.shift_offsets),
           weights=tuple(float(x) for x in p.shift_weights),
         )
       if p.hard_negatives:
-        hard = pretext.HardNegatives(gap=float(p.hard_negative_gap))
+        hard = pretext_views.HardNegatives(gap=float(p.hard_negative_gap))
       if p.get("maskfn", False):
-        parts = pretext.FaceParts(size=int(p.maskfn_crop_size))
+        parts = face_parts_lib.FaceParts(size=int(p.maskfn_crop_size))
     except ValueError as e:
       raise ValueError(f"config.pretext: {e}") from None
     fps = float(p.default_fps)
     if not fps > 0:
       raise ValueError(f"config.pretext.default_fps must be > 0, got {fps}")
-  return pipeline.ViewSpec(
+  return views_lib.ViewSpec(
     clip_len=config.data.clip_len,
     size=config.data.size,
     temporal_modes=modes,
@@ -264,9 +267,9 @@ def pretrain_input(
     builder = prepared_builder(config.data, process_index=pi, process_count=pc)
   streams = []
   for s in range(pi * shards // pc, (pi + 1) * shards // pc):
-    sub = pipeline.shard_for_process(config.data.split, s, shards)
+    sub = videos_lib.shard_for_process(config.data.split, s, shards)
     streams.append(
-      pipeline.pretrain_dataset(
+      streams_lib.pretrain_dataset(
         builder.as_dataset(split=sub, shuffle_files=False),
         builder.info.splits[sub].num_examples,
         batch_size=per_shard,

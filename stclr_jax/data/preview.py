@@ -1,5 +1,5 @@
 """Writes a PNG of what the model sees: for a few videos, the frames of view
-1 and view 2 side by side, exactly as the pretraining pipeline makes them;
+1 and view 2 side by side, exactly as the pretraining stream makes them;
 with hard negatives (``pretext.hard_negatives``), the four views of each
 video: A | P | NA | NP (the positive pair, then the second pair).
 

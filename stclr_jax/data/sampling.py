@@ -7,9 +7,10 @@ Three samplers pick ``n`` frame indices from a video of ``T`` frames:
 * ``sequential``: n consecutive frames from a uniformly random start.
 
 Each sub-video picks one of the enabled samplers uniformly at random
-(:func:`sample_view_indices`). All randomness is stateless: the same
-``seed`` (a shape-[2] int tensor) gives the same indices, in graph or eager
-mode.
+(:func:`sample_view_indices`); with none enabled (no temporal
+augmentation), a clip is the ``uniform`` sub-video (:func:`clip_indices`).
+All randomness is stateless: the same ``seed`` (a shape-[2] int tensor)
+gives the same indices, in graph or eager mode.
 
 Short videos (``T < n``) never fail. The policy is to keep every frame and
 repeat frames, in temporal order:
@@ -126,3 +127,13 @@ def sample_view_indices(num_frames, clip_len: int, modes, seed) -> tf.Tensor:
     for m in modes
   ]
   return tf.ensure_shape(tf.switch_case(choice, branches), [clip_len])
+
+
+def clip_indices(num_frames, clip_len: int, modes, seed) -> tf.Tensor:
+  """Indices of one clip: :func:`sample_view_indices` over ``modes``, or
+  the ``uniform`` sub-video when ``modes`` is empty (no temporal
+  augmentation)."""
+  modes = tuple(modes)
+  if modes:
+    return sample_view_indices(num_frames, clip_len, modes, seed)
+  return sample_indices(num_frames, clip_len, "uniform", seed)

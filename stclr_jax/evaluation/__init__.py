@@ -5,6 +5,8 @@
   resume, the report.
 * :mod:`~stclr_jax.evaluation.folds`: subject-independent k-fold and label
   fractions.
+* :mod:`~stclr_jax.evaluation.input`: the input: evaluation clips, the
+  split's cached videos, and fine-tuning's training streams.
 * :mod:`~stclr_jax.evaluation.linear`: the linear phase on frozen features.
 * :mod:`~stclr_jax.evaluation.finetune`: the classifier model, its jitted
   forward and train step, and the fine-tuning phase of one fold.
@@ -13,5 +15,5 @@
 * :mod:`~stclr_jax.evaluation.report`: accuracies, confusion matrices, plots.
 
 The encoder an evaluation starts from comes from
-:func:`stclr_jax.checkpoints.init_encoder`, as in pretraining.
+:func:`stclr_jax.init_from.init_encoder`, as in pretraining.
 """

@@ -6,7 +6,7 @@ Every step is one ``jax.jit`` over the ``'data'`` mesh on split NNX state,
 as the pretraining step: batches are sharded, the :class:`TrainState` is
 replicated and donated, BatchNorm statistics are global. A fold starts from
 the initial encoder and the fold's trained linear layer, with a fresh Adam,
-and trains on augmented clips (``pipeline.labelled_epoch``).
+and trains on augmented clips (``eval_input.labelled_epoch``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from flax import nnx
 from stclr_jax import compiler, models
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import augment as augment_lib
-from stclr_jax.data import pipeline
+from stclr_jax.evaluation import input as eval_input
 from stclr_jax.evaluation import supervised
 from stclr_jax.models import layers
 from stclr_jax.train_step import TrainState
@@ -336,7 +336,7 @@ def finetune_fold(
   learning curve of ``eval.log_test_every``); it cannot change training.
 
   ``eval.budget="steps"``: ``eval.finetune_steps`` steps instead, from
-  :func:`pipeline.labelled_stream` over ``store`` (:func:`pipeline.
+  :func:`eval_input.labelled_stream` over ``store`` (:func:`eval_input.
   video_store` of the split), the schedule per step; "epoch" in the log
   and for ``on_epoch_end`` is then an epoch's worth of steps
   (``len(train_idx) // batch_size``, at least 1). ``seed``: the training
@@ -365,12 +365,12 @@ def finetune_fold(
   )
   sched = supervised.schedule(ev, ev.finetune_epochs)
   state = runner.initial_state(tx, params, batch_stats)
-  subset = pipeline.select(videos, num_videos, train_idx)
+  subset = eval_input.select(videos, num_videos, train_idx)
   spatial = train_augment(ev)
 
   def epoch_batches(epoch):
     return started(
-      pipeline.labelled_epoch(
+      eval_input.labelled_epoch(
         subset,
         len(train_idx),
         batch_size=batch_size,
@@ -465,7 +465,7 @@ def _finetune_steps(
   )
   batches = (
     started(
-      pipeline.labelled_stream(
+      eval_input.labelled_stream(
         store,
         train_idx,
         num_steps=steps,

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stclr_jax.data import pipeline
+from stclr_jax.evaluation import input as eval_input
 from stclr_jax.evaluation import supervised
 
 _TX = optax.scale_by_adam()
@@ -66,7 +66,7 @@ def train_linear(
 
   ``steps`` > 0: a budget of ``steps`` optimisation steps instead of
   ``epochs`` (``eval.budget="steps"``), whatever the number of videos:
-  minibatches in :func:`pipeline.stream_order` (seeded passes, repeats
+  minibatches in :func:`eval_input.stream_order` (seeded passes, repeats
   within a batch when it is larger than the set), the schedule per step
   (:class:`supervised.StepSchedule`), one log line per epoch's worth of
   steps.
@@ -110,7 +110,7 @@ def train_linear(
 
   if steps > 0:
     sched = supervised.StepSchedule(ev, steps, per_epoch)
-    order = pipeline.stream_order(n, steps, batch_size, [seed, 0x11EA])
+    order = eval_input.stream_order(n, steps, batch_size, [seed, 0x11EA])
     for start in range(0, steps, per_epoch):
       lr0 = learning_rate * sched.scale
       loss, acc = run(

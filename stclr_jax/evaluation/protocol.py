@@ -31,12 +31,12 @@ import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 
-from stclr_jax import checkpoints
+from stclr_jax import init_from
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import input as input_lib
-from stclr_jax.data import pipeline
 from stclr_jax.evaluation import finetune, linear, probes
 from stclr_jax.evaluation import folds as folds_lib
+from stclr_jax.evaluation import input as eval_input
 from stclr_jax.evaluation import report as report_lib
 from stclr_jax.models import factory
 
@@ -104,8 +104,8 @@ def split_metadata(builder, split: str) -> dict:
 
 
 def _eval_batches(videos, n, indices, config, batch_size):
-  return pipeline.eval_dataset(
-    pipeline.select(videos, n, indices),
+  return eval_input.eval_dataset(
+    eval_input.select(videos, n, indices),
     len(indices),
     batch_size=batch_size,
     clip_len=config.data.clip_len,
@@ -184,7 +184,7 @@ def evaluate(config, workdir: str) -> dict:
 
   mesh = mesh_lib.make_mesh()
   pretrained = factory.create_model(config, mesh.size)
-  init_info = checkpoints.init_encoder(config, pretrained)
+  init_info = init_from.init_encoder(config, pretrained)
   model = finetune.Classifier(
     pretrained.encoder, len(class_names), rngs=nnx.Rngs(config.seed + 1)
   )
@@ -197,13 +197,13 @@ def evaluate(config, workdir: str) -> dict:
     raise ValueError(
       f"batch_size {config.batch_size} is smaller than the {mesh.size} devices"
     )
-  videos = pipeline.cached_videos(
+  videos = eval_input.cached_videos(
     builder.as_dataset(split=split, shuffle_files=False),
     config.data.cache_frame_size or None,
   )
   steps_budget = finetune.budget(ev) == "steps"
   store = (
-    pipeline.video_store(videos, n, what)
+    eval_input.video_store(videos, n, what)
     if todo and steps_budget and not ev.linear_only
     else None
   )
@@ -473,7 +473,7 @@ class Heldout:
     self.n = builder.info.splits[split].num_examples
     self.meta = split_metadata(builder, split)
     self.config = config
-    self.videos = pipeline.cached_videos(
+    self.videos = eval_input.cached_videos(
       builder.as_dataset(split=split, shuffle_files=False),
       config.data.cache_frame_size or None,
     )

@@ -23,12 +23,8 @@ Every interval here is a confidence interval at ``level`` (0.95 by default);
 every ``std`` is the sample standard deviation (ddof=1). Accuracies are
 fractions in [0, 1]; the format helpers print them as percentages.
 
-No scipy: the Student t distribution function (through the regularized
-incomplete beta function, by its continued fraction), its quantile (by
-bisection) and the power of the t test (the noncentral t, by quadrature over
-the chi distribution of the sample std) are computed here with numpy and the
-standard library, to about 1e-10 or better, so the library imports and runs
-without scipy. The tests check each against ``scipy.stats``.
+No scipy: the t and noncentral t distributions come from
+:mod:`stclr_jax.evaluation.distributions` (numpy and the standard library).
 """
 
 from __future__ import annotations
@@ -38,139 +34,10 @@ import statistics
 
 import numpy as np
 
-# --------------------------------------------------------------------------
-# The Student t and noncentral t distributions (no scipy).
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-  """Continued fraction of the incomplete beta function (modified Lentz),
-  converging fast for ``x < (a + 1) / (a + b + 2)``."""
-  tiny = 1e-300
-  qab, qap, qam = a + b, a + 1.0, a - 1.0
-  c = 1.0
-  d = 1.0 - qab * x / qap
-  d = 1.0 / (d if abs(d) > tiny else tiny)
-  h = d
-  for m in range(1, 100_000):
-    m2 = 2 * m
-    for aa in (
-      m * (b - m) * x / ((qam + m2) * (a + m2)),
-      -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-    ):
-      d = 1.0 + aa * d
-      d = 1.0 / (d if abs(d) > tiny else tiny)
-      c = 1.0 + aa / c
-      c = c if abs(c) > tiny else tiny
-      delta = d * c
-      h *= delta
-    if abs(delta - 1.0) < 1e-16:
-      return h
-  raise ArithmeticError(f"incomplete beta did not converge ({a}, {b}, {x})")
-
-
-def _betainc(a: float, b: float, x: float, y: float) -> float:
-  """Regularized incomplete beta I_x(a, b), with ``y = 1 - x`` passed in
-  (computed without cancellation by the caller)."""
-  if x <= 0.0:
-    return 0.0
-  if y <= 0.0:
-    return 1.0
-  log_front = (
-    math.lgamma(a + b)
-    - math.lgamma(a)
-    - math.lgamma(b)
-    + a * math.log(x)
-    + b * math.log(y)
-  )
-  if x < (a + 1.0) / (a + b + 2.0):
-    return math.exp(log_front) * _betacf(a, b, x) / a
-  return 1.0 - math.exp(log_front) * _betacf(b, a, y) / b
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-  """P(|T| >= |t|) for T Student t with ``df`` degrees of freedom: the
-  two-sided p value of a t statistic. nan for nan, 0 for +-inf."""
-  t, df = float(t), float(df)
-  if math.isnan(t) or not df > 0:
-    return math.nan
-  if math.isinf(t):
-    return 0.0
-  t2 = t * t
-  # P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2).
-  return _betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))
-
-
-def t_critical(level: float, df: float) -> float:
-  """The two-sided critical value c with P(|T| <= c) = ``level`` for T
-  Student t with ``df`` degrees of freedom (``scipy.stats.t.ppf((1 +
-  level) / 2, df)``)."""
-  _check_level(level)
-  if not df > 0:
-    raise ValueError(f"df must be positive, got {df}")
-  tail = 1.0 - level
-  lo, hi = 0.0, 1.0
-  while t_two_sided_p(hi, df) > tail:
-    lo, hi = hi, 2.0 * hi
-  for _ in range(200):  # bisection: t_two_sided_p decreases in t
-    mid = 0.5 * (lo + hi)
-    if t_two_sided_p(mid, df) > tail:
-      lo = mid
-    else:
-      hi = mid
-    if hi - lo <= 4e-16 * hi:
-      break
-  return 0.5 * (lo + hi)
-
-
-_SQRT2 = math.sqrt(2.0)
-_erfc = np.vectorize(math.erfc, otypes=[float])
-
-
-def _norm_cdf(x: np.ndarray) -> np.ndarray:
-  return 0.5 * _erfc(-np.asarray(x, float) / _SQRT2)
-
-
-def _t_test_power_nc(nc: float, c: float, df: float) -> tuple[float, float]:
-  """Power P(|T'| > c) of a two-sided t test, T' noncentral t with ``df``
-  degrees of freedom and noncentrality ``nc``, and its derivative in nc.
-
-  T' = (Z + nc) / S with Z standard normal and S = sqrt(chi2_df / df)
-  independent, so P(|T'| > c) = E_S[Phi(nc - c S) + Phi(-nc - c S)]: a
-  one-dimensional integral over the density of S, done by Simpson's rule
-  on a grid covering all but a negligible tail of S.
-  """
-  w = 1.0 / math.sqrt(2.0 * df)  # about the std of S
-  lo = max(0.0, 1.0 - 14.0 * w)
-  hi = 1.0 + 14.0 * w + (6.0 if df < 4 else 0.0)
-  # Phi(nc - c s) turns over in s within about 1 / c: resolve that too.
-  points = min(200_001, max(4001, int(60 * c * (hi - lo))) | 1)
-  s = np.linspace(lo, hi, points)
-  h = s[1] - s[0]
-  log_density = (
-    math.log(2.0)
-    + (df / 2.0) * math.log(df / 2.0)
-    - math.lgamma(df / 2.0)
-    + (df - 1.0) * np.log(np.maximum(s, 1e-300))
-    - df * s * s / 2.0
-  )
-  weights = np.full(s.size, 2.0)
-  weights[1::2] = 4.0
-  weights[0] = weights[-1] = 1.0
-  weights *= np.exp(log_density) * h / 3.0
-  upper, lower = nc - c * s, -nc - c * s
-  power = weights @ (_norm_cdf(upper) + _norm_cdf(lower))
-  phi = lambda z: np.exp(-z * z / 2.0) / math.sqrt(2.0 * math.pi)
-  slope = weights @ (phi(upper) - phi(lower))
-  return float(power), float(slope)
-
+from stclr_jax.evaluation import distributions
 
 # --------------------------------------------------------------------------
 # Intervals and tests.
-
-
-def _check_level(level: float) -> None:
-  if not 0.0 < level < 1.0:
-    raise ValueError(f"level must be in (0, 1), got {level}")
 
 
 def _finite_1d(values, what: str) -> np.ndarray:
@@ -190,12 +57,16 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
   std). With one value ``low`` and ``high`` are nan; with equal values they
   equal the mean. ``values`` of any shape are flattened; nan or inf raise.
   """
-  _check_level(level)
+  distributions.check_level(level)
   x = _finite_1d(values, "mean_ci")
   mean = float(x.mean())
   if x.size < 2:
     return mean, math.nan, math.nan
-  half = t_critical(level, x.size - 1) * float(x.std(ddof=1)) / x.size**0.5
+  half = (
+    distributions.t_critical(level, x.size - 1)
+    * float(x.std(ddof=1))
+    / x.size**0.5
+  )
   return mean, mean - half, mean + half
 
 
@@ -222,7 +93,7 @@ def paired_diff_ci(a, b, level: float = 0.95) -> dict:
   folds) is the conservative choice. Use the same n in
   :func:`minimum_detectable_difference`.
   """
-  _check_level(level)
+  distributions.check_level(level)
   a = np.asarray(a, dtype=float)
   b = np.asarray(b, dtype=float)
   if a.shape != b.shape:
@@ -236,12 +107,12 @@ def paired_diff_ci(a, b, level: float = 0.95) -> dict:
     return out | dict(low=nan, high=nan, std=nan, t=nan, p=nan)
   std = float(d.std(ddof=1))
   se = std / math.sqrt(n)
-  half = t_critical(level, n - 1) * se
+  half = distributions.t_critical(level, n - 1) * se
   if se > 0:
     t = mean / se
   else:
     t = math.nan if mean == 0 else math.copysign(math.inf, mean)
-  p = t_two_sided_p(t, n - 1)
+  p = distributions.t_two_sided_p(t, n - 1)
   return out | dict(low=mean - half, high=mean + half, std=std, t=t, p=p)
 
 
@@ -300,7 +171,7 @@ def accuracy_ci_by_subject(
   many subjects as there are, with replacement, take the accuracy over all
   videos of the drawn subjects; ``n_boot`` draws. Deterministic in ``seed``.
   """
-  _check_level(level)
+  distributions.check_level(level)
   sums, counts = _per_subject(correct, subjects, "accuracy_ci_by_subject")
   w = _subject_resamples(sums.size, n_boot, seed)
   boot = (w @ sums) / (w @ counts)
@@ -328,7 +199,7 @@ def paired_bootstrap_diff(
   draw resampling subjects with replacement, the same subjects for both
   arms. Identical arms give ``(0, 0, 0)``. Deterministic in ``seed``.
   """
-  _check_level(level)
+  distributions.check_level(level)
   sums_a, counts = _per_subject(correct_a, subjects, "paired_bootstrap_diff")
   sums_b, _ = _per_subject(correct_b, subjects, "paired_bootstrap_diff")
   w = _subject_resamples(sums_a.size, n_boot, seed)
@@ -353,9 +224,9 @@ def paired_t_power(
     raise ValueError(f"a paired t test needs n >= 2 pairs, got {n}")
   if not sd_diff > 0:
     raise ValueError(f"sd_diff must be positive, got {sd_diff}")
-  c = t_critical(1.0 - alpha, n - 1)
+  c = distributions.t_critical(1.0 - alpha, n - 1)
   nc = abs(diff) / sd_diff * math.sqrt(n)
-  return min(1.0, _t_test_power_nc(nc, c, n - 1)[0])
+  return min(1.0, distributions.t_test_power_nc(nc, c, n - 1)[0])
 
 
 def minimum_detectable_difference(
@@ -390,15 +261,15 @@ def minimum_detectable_difference(
   if sd_diff == 0:
     return 0.0
   df = n - 1
-  c = t_critical(1.0 - alpha, df)
+  c = distributions.t_critical(1.0 - alpha, df)
   normal = statistics.NormalDist()
   nc = normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)  # a start
   lo, hi = 0.0, nc
-  while _t_test_power_nc(hi, c, df)[0] < power:
+  while distributions.t_test_power_nc(hi, c, df)[0] < power:
     lo, hi = hi, 2.0 * hi
   nc = hi
   for _ in range(200):
-    value, slope = _t_test_power_nc(nc, c, df)
+    value, slope = distributions.t_test_power_nc(nc, c, df)
     if value < power:
       lo = nc
     else:

@@ -41,8 +41,8 @@ from flax import nnx
 
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import input as input_lib
-from stclr_jax.data import pipeline
 from stclr_jax.evaluation import finetune, supervised
+from stclr_jax.evaluation import input as eval_input
 from stclr_jax.models import factory
 
 TARGETS = ("expression", "identity", "shuffled")
@@ -123,20 +123,20 @@ def pretrain(config, workdir: str, *, target: str, num_steps: int) -> dict:
 
   table = tf.constant(y, tf.int64)
   videos = (
-    pipeline.cached_videos(
+    eval_input.cached_videos(
       builder.as_dataset(split=split, shuffle_files=False),
       config.data.cache_frame_size or None,
     )
     .enumerate()
     .map(lambda i, ex: {**ex, "label": tf.gather(table, i)})
   )
-  store = pipeline.video_store(videos, n, f"{config.data.name} ({target})")
+  store = eval_input.video_store(videos, n, f"{config.data.name} ({target})")
   batch = config.batch_size - config.batch_size % mesh.size
   ev = config.eval
   modes = tuple(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )
-  stream = pipeline.labelled_stream(
+  stream = eval_input.labelled_stream(
     store,
     np.arange(n),
     num_steps=num_steps,

@@ -8,8 +8,9 @@ data set reads (``stclr_jax.manifest``). Modules:
   none: unlabelled videos, for pretraining), ids, fingerprints;
 * ``detectors``: face detectors (MTCNN and others);
 * ``tracking``: per-frame detections -> one steady face box per frame;
-* ``run``: one input decoded, tracked and cropped; the resumable, parallel
-  run over all inputs;
+* ``settings``: what decides the output (a change redoes an input);
+* ``clip``: one input decoded, tracked, cropped and recorded;
+* ``run``: the resumable, parallel run over all inputs;
 * ``report``: the run's summary and tables;
 * ``cli``: the command line.
 
@@ -18,16 +19,11 @@ Videos are read by ``stclr_jax.video_io``, as the data sets read them.
 
 from __future__ import annotations
 
+from stclr_jax.prepare.clip import crop, load_done, process
 from stclr_jax.prepare.detectors import DETECTORS, FaceDetector, make_detector
 from stclr_jax.prepare.report import Summary, write_tables
-from stclr_jax.prepare.run import (
-  DetectorError,
-  Settings,
-  crop,
-  load_done,
-  prepare,
-  process,
-)
+from stclr_jax.prepare.run import DetectorError, prepare
+from stclr_jax.prepare.settings import Settings
 from stclr_jax.prepare.sources import Item, find_inputs, fingerprint
 from stclr_jax.prepare.tracking import TrackParams, follow
 

@@ -49,7 +49,8 @@ import sys
 from absl import flags
 
 from stclr_jax.prepare import detectors, tracking
-from stclr_jax.prepare.run import DetectorError, Settings, prepare
+from stclr_jax.prepare.run import DetectorError, prepare
+from stclr_jax.prepare.settings import Settings
 from stclr_jax.video_io import BadInputError
 
 

@@ -1,0 +1,46 @@
+"""The seed constants of the input streams, and the seeds made from them.
+
+A run has one data seed (``config.seed``); every random draw of its input
+streams is derived from it here, mixed with a constant that keeps one use
+apart from the others. The values are fixed: changing one changes every
+stream that uses it (and the data of every run already made).
+
+* :data:`ROOT`: the second word of a stream's root stateless seed,
+  ``[seed, ROOT + shard]`` (:func:`root`), from which each element's
+  sampling and augmentation seeds are folded; the shard index keeps the
+  data shards' draws apart.
+* :data:`EPOCH_STRIDE`: the step of the tf.data shuffle seed per run seed,
+  ``seed * EPOCH_STRIDE + epoch``, so that the epochs of nearby run seeds
+  never share a shuffle (:func:`shuffle_seed`).
+* :data:`PRETRAIN_SHUFFLE` and :data:`LABELLED_SHUFFLE`: the multipliers
+  that keep the pretraining stream's shuffles (then ``+ shard``) apart from
+  the fine-tuning epochs' shuffles.
+* :data:`SUBJECT_PLAN`, :data:`GROUP_PLAN` and :data:`STREAM_ORDER`: the
+  last word of the NumPy generators of the same-subject batch plan, the
+  whole-group batch plan (both ``[seed, shard, epoch, ...]``) and the
+  labelled stream's order (``[*seed, ...]``).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+ROOT = 0x5EED
+EPOCH_STRIDE = 1_000_003
+PRETRAIN_SHUFFLE = 4099
+LABELLED_SHUFFLE = 7919
+SUBJECT_PLAN = 0x55B
+GROUP_PLAN = 0x6A0
+STREAM_ORDER = 0x57EB
+
+
+def root(seed, shard_index=0) -> tf.Tensor:
+  """The root stateless seed of a stream: ``[seed, ROOT + shard_index]``."""
+  return tf.constant([seed, ROOT + shard_index], tf.int64)
+
+
+def shuffle_seed(seed, epoch, mix: int, shard_index=0):
+  """The tf.data shuffle seed of one epoch: ``(seed * EPOCH_STRIDE +
+  epoch) * mix + shard_index``, with ``mix`` :data:`PRETRAIN_SHUFFLE` or
+  :data:`LABELLED_SHUFFLE` (Python ints stay Python ints)."""
+  return (seed * EPOCH_STRIDE + epoch) * mix + shard_index

@@ -1,0 +1,168 @@
+"""How a video becomes its pretraining element: the views' spec
+(:class:`ViewSpec`), their frames (:mod:`stclr_jax.pretext.views`), their
+spatial augmentation here on the host or their shipping to the device (the
+step augments them there: :mod:`stclr_jax.data.device_augment`, from the
+same draws), and MaskFN's face-part crops."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from stclr_jax.data import augment as augment_lib
+from stclr_jax.data import sampling
+from stclr_jax.pretext import face_parts as face_parts_lib
+from stclr_jax.pretext import views as pretext_views
+
+PLACEMENTS = ("host", "device")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+  """How a video becomes a pretraining view.
+
+  ``temporal_modes``: the samplers each view picks from; empty means
+  "without temporal augmentation" (Table IV): both views share one fixed
+  uniform sub-video, so only the spatial augmentation differs.
+  """
+
+  clip_len: int = 16
+  size: int = 112
+  temporal_modes: tuple[str, ...] = sampling.MODES
+  spatial: augment_lib.SpatialAugment = augment_lib.SpatialAugment()
+  # Pretext options (pretext/views.py), off by default: SSL-FER's TimeAug
+  # (``shift``) and HardNeg (``hard_negatives``), and the frame rate of a
+  # data set without an ``fps`` feature.
+  shift: pretext_views.TemporalShift | None = None
+  hard_negatives: pretext_views.HardNegatives | None = None
+  default_fps: float = pretext_views.DEFAULT_FPS
+  # MaskFN's eye and mouth crops of each view's centre frame (``parts_*``,
+  # pretext/face_parts.py).
+  face_parts: face_parts_lib.FaceParts | None = None
+  # Where the spatial augmentation runs: "host" (here, in tf.data) or
+  # "device" (the step applies it: data/device_augment.py); the draws are
+  # the same. ``ship_size``: the (H, W) every shipped clip is padded to on
+  # the device path (None: the data set's frame size after caching).
+  placement: str = "host"
+  ship_size: tuple[int, int] | None = None
+
+  def __post_init__(self):
+    if self.placement not in PLACEMENTS:
+      raise ValueError(
+        f"augmentation placement {self.placement!r} unknown; choose from "
+        f"{PLACEMENTS}"
+      )
+
+
+def ship_size(video_shape, cache_frame_size, requested) -> tuple[int, int]:
+  """The (H, W) of the device path's shipped frames: ``requested`` if
+  given, else the data set's static frame size after caching."""
+  if requested:
+    return int(requested[0]), int(requested[1])
+  h, w = video_shape[1], video_shape[2]
+  if h is None or w is None:
+    raise ValueError(
+      "device augmentation ships every clip at one frame size, and this "
+      f"data set's frames have no static size (video {video_shape}); set "
+      "config.aug.ship_size to the largest (H, W) of its cached frames"
+    )
+  if cache_frame_size:
+    scale = np.float32(cache_frame_size) / np.float32(min(h, w))
+    h, w = (int(np.round(np.float32(v) * scale)) for v in (h, w))
+  return int(h), int(w)
+
+
+def _shipped(frames, seed, view: ViewSpec, ship):
+  """The device path's clip: uint8 frames padded to ``ship``, the crop's
+  coordinates and the flip and colour vector, from the same draws as the
+  host path's (:func:`augment.draw_params`)."""
+  shape = tf.shape(frames)
+  h, w = shape[1], shape[2]
+  p = augment_lib.draw_params(h, w, seed, view.spatial)
+  coords, vec = augment_lib.device_params(p, h, w, view.size)
+  if frames.shape[1:3] != tuple(ship):
+    with tf.control_dependencies(
+      [
+        tf.debugging.assert_less_equal(
+          tf.stack([h, w]),
+          tf.constant(ship, tf.int32),
+          message=(
+            f"device augmentation: a cached frame is larger than the ship "
+            f"size {tuple(ship)} (config.aug.ship_size)"
+          ),
+        )
+      ]
+    ):
+      frames = tf.pad(
+        frames, [[0, 0], [0, ship[0] - h], [0, ship[1] - w], [0, 0]]
+      )
+  frames = tf.ensure_shape(frames, [view.clip_len, *ship, 3])
+  return frames, coords, vec
+
+
+# Each view: its key in the element, its frame indices' key in the draws
+# and its face-part crops' key.
+_VIEWS = (
+  ("view_a", "idx_a", "parts_a"),
+  ("view_b", "idx_b", "parts_b"),
+  ("hard_a", "hard_a", "parts_hard_a"),
+  ("hard_b", "hard_b", "parts_hard_b"),
+)
+
+
+def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
+  """One video's pretraining element from its element seed and its cached
+  fields ``ex`` (see :func:`stclr_jax.data.streams.pretrain_dataset`):
+  the views that :func:`stclr_jax.pretext.views.view_draws` draws,
+  augmented here or shipped for the device (``ship``: the device path's
+  frame size, :func:`ship_size`), with the options' fields and MaskFN's
+  crops."""
+  n = ex["num_frames"]
+  shape = [view.clip_len, view.size, view.size, 3]
+  out = {}
+
+  def clip(key, idx, s):
+    frames = tf.gather(ex["video"], idx)
+    if view.placement == "device":
+      out[key], out[f"{key}_crop"], out[f"{key}_aug"] = _shipped(
+        frames, s, view, ship
+      )
+    else:
+      out[key] = tf.ensure_shape(
+        augment_lib.augment_clip(frames, s, view.size, view.spatial), shape
+      )
+
+  def parts(idx):
+    """The un-augmented eye and mouth crops of the clip's centre frame."""
+    t = idx[view.clip_len // 2]
+    size = view.face_parts.size
+    return tf.ensure_shape(
+      face_parts_lib.face_part_crops(ex["video"][t], ex["keypoints"][t], size),
+      [len(face_parts_lib.PARTS), size, size, 3],
+    )
+
+  options = view.shift is not None or view.hard_negatives is not None
+  idx, seeds = pretext_views.view_draws(
+    n,
+    view.clip_len,
+    view.temporal_modes,
+    elem_seed,
+    shift=view.shift,
+    hard=view.hard_negatives,
+    fps=ex["fps"] if options else view.default_fps,
+  )
+  for key, idx_key, parts_key in _VIEWS:
+    if key in seeds:
+      clip(key, idx[idx_key], seeds[key])
+      if view.face_parts is not None:
+        out[parts_key] = parts(idx[idx_key])
+  out["subject_id"] = ex["subject_id"]
+  if view.hard_negatives is not None:
+    out["gap_policy"] = idx["gap_policy"]
+  if view.shift is not None:
+    out["shift_clamped"] = idx["shift_clamped"]
+  if "group" in ex:
+    out["group"] = ex["group"]
+  return out
