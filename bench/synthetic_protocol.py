@@ -75,6 +75,7 @@ from stclr_jax.evaluation import (  # noqa: E402
   supervised_pretrain,  # noqa: E402
 )
 from stclr_jax.evaluation import folds as folds_lib  # noqa: E402
+from stclr_jax.evaluation import runs as runs_lib  # noqa: E402
 
 # Bumped whenever the recipe, the data or an arm's pretraining changes:
 # cached pretraining and evaluations of another version are not reused.
@@ -302,7 +303,7 @@ def pixel_runs(args, config, times):
     ev.fold_by, labels, subjects, ev.num_folds, config.seed, name
   )
   runs = {}
-  for unit in protocol.units(
+  for unit in runs_lib.units(
     ev, folds_lib.parse_run_folds(ev.run_folds, ev.num_folds)
   ):
     f, draw, tseed = unit
@@ -312,7 +313,7 @@ def pixel_runs(args, config, times):
       labels,
       subjects,
       ev.label_fraction,
-      protocol.subset_seed(config, f, draw),
+      runs_lib.subset_seed(config, f, draw),
     )
     pred = probes.ridge_predict(
       x[train_idx], labels[train_idx], x[tests[f]], 6, 1.0
@@ -325,7 +326,7 @@ def pixel_runs(args, config, times):
       r["correct"] = hp == held[2]
       r["linear_correct"] = r["correct"]
       r["subjects"] = held[3]
-    runs[protocol.unit_name(*unit)] = r
+    runs[runs_lib.unit_name(*unit)] = r
   times[f"eval pixels {config.eval.label_fraction * 100:g}%"] = time.time() - t0
   return {"runs": runs, "report": {}}
 

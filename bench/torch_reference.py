@@ -7,7 +7,7 @@ steps in PyTorch, on synthetic clips already on the device.
   or Adam (lr 1e-3, no weight decay: configs/stclr_synthetic.py).
 * ``finetune``: one clip per video through the encoder and a linear
   classifier (6 classes), cross-entropy, Adam at 1e-4 (the fine-tuning step
-  of stclr_jax/evaluation/finetune.py).
+  of stclr_jax/evaluation/runner.py).
 
 The encoder is torchvision's ``r2plus1d_18`` (``fc`` removed; its
 parameter count is checked) at width 1.0, else the width-``w`` peer of

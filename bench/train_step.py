@@ -15,7 +15,7 @@ cross-entropy, Adam at 1e-4.
 * JAX: the library's own steps: ``stclr_jax.train_step.make_train_step``
   (a ``jax.jit`` over split NNX state, donated, NT-Xent in ``shard_map`` on
   a one-device mesh) with the optimiser of ``stclr_jax.optim``, and
-  ``stclr_jax.evaluation.finetune.Runner.make_train_step``. The pretraining
+  ``stclr_jax.evaluation.runner.Runner.make_train_step``. The pretraining
   path is TensorFlow- and ml-collections-free, so it runs on the GPU image;
   the fine-tuning step's module imports the input pipeline (TensorFlow).
 * PyTorch (bench/torch_reference.py): torchvision's ``r2plus1d_18``
@@ -209,18 +209,18 @@ def build_jax(
 
 
 def build_jax_finetune(batch, frames, size, dtype, width=1.0, lowering="auto"):
-  """The fine-tuning step (``finetune.Runner.make_train_step``, Adam at
+  """The fine-tuning step (``runner.Runner.make_train_step``, Adam at
   ``FINETUNE_LR``): returns (step taking the state, state, batch, info)."""
   # Imported here: the evaluation modules import the input pipeline
   # (TensorFlow), which the pretraining benchmark does without.
-  from stclr_jax.evaluation import finetune
+  from stclr_jax.evaluation import runner as runner_lib
 
   rngs = nnx.Rngs(0)
-  model = finetune.Classifier(
+  model = runner_lib.Classifier(
     _encoder(width, dtype, lowering, rngs), NUM_CLASSES, rngs=rngs
   )
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
-  runner = finetune.Runner(model, mesh, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+  runner = runner_lib.Runner(model, mesh, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
   tx, step = runner.make_train_step(FINETUNE_LR)
   params = nnx.state(model, nnx.Param)
   state = jax.device_put(
@@ -240,7 +240,7 @@ def build_jax_finetune(batch, frames, size, dtype, width=1.0, lowering="auto"):
   data = jax.device_put(data, mesh_lib.batch_sharded(mesh))
   scale = np.float32(1.0)
   compiled, info = _compiled_info(step, state, data, scale)
-  info["which"] = "stclr_jax.evaluation.finetune.Runner.make_train_step"
+  info["which"] = "stclr_jax.evaluation.runner.Runner.make_train_step"
   info["params"] = models.count_params(model)
   return (lambda st, d: compiled(st, d, scale)), state, data, info
 

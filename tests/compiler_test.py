@@ -75,7 +75,7 @@ def test_library_steps_take_the_compiler_options(monkeypatch):
 
   from stclr_jax import mesh as mesh_lib
   from stclr_jax import train_step
-  from stclr_jax.evaluation import finetune
+  from stclr_jax.evaluation import runner as runner_lib
 
   asked = []
 
@@ -96,8 +96,8 @@ def test_library_steps_take_the_compiler_options(monkeypatch):
     mesh, graphdef, tx, optax.constant_schedule(0.1), state, NTXent(0.1)
   )
   assert asked == [mesh]
-  runner = finetune.Runner(
-    finetune.Classifier(
+  runner = runner_lib.Runner(
+    runner_lib.Classifier(
       models.make_encoder("r2plus1d_18", width=0.125, rngs=nnx.Rngs(0)),
       3,
       rngs=nnx.Rngs(0),

@@ -12,7 +12,7 @@ from flax import nnx
 from stclr_jax import configlib, losses, models
 from stclr_jax import optim as optim_lib
 from stclr_jax.data import input as input_lib
-from stclr_jax.evaluation import finetune
+from stclr_jax.evaluation import runner as runner_lib
 from stclr_jax.models import factory
 from stclr_jax.pretext import objectives
 
@@ -124,7 +124,7 @@ def test_eval_config_loads_and_builds(path, arg):
   c = _load(path).get_config(arg)
   assert c.batch_size > 0 and c.data.clip_len > 0 and not c.init_from
   model = nnx.eval_shape(
-    lambda: finetune.Classifier(
+    lambda: runner_lib.Classifier(
       factory.create_model(c).encoder, 6, rngs=nnx.Rngs(0)
     )
   )

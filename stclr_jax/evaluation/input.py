@@ -1,10 +1,11 @@
-"""The evaluation's input: deterministic clips of labelled videos for
-features and testing (:func:`eval_dataset`), the split's videos cached
-once and selected by fold (:func:`cached_videos`, :func:`select`), and the
-supervised training streams (fine-tuning, supervised pretraining): epochs
-(:func:`labelled_epoch`) or a fixed number of steps (:func:`labelled_stream`
-over a :func:`video_store`, in :func:`stream_order`, which also orders the
-linear phase's minibatches)."""
+"""The evaluation's input: a split's labels, subjects and video ids
+(:func:`split_metadata`), deterministic clips of labelled videos for
+features and testing (:func:`eval_dataset`, :func:`eval_batches`), the
+split's videos cached once and selected by fold (:func:`cached_videos`,
+:func:`select`), and the supervised training streams (fine-tuning,
+supervised pretraining): epochs (:func:`labelled_epoch`) or a fixed number
+of steps (:func:`labelled_stream` over a :func:`video_store`, in
+:func:`stream_order`, which also orders the linear phase's minibatches)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import sampling, seeds
@@ -235,3 +237,34 @@ def labelled_stream(
     deterministic=True,
   )
   return d.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def split_metadata(builder, split: str) -> dict:
+  """Labels, subject ids and video ids of a split, in reading order,
+  without decoding the frames."""
+  ds = builder.as_dataset(
+    split=split,
+    shuffle_files=False,
+    decoders={"video": tfds.decode.SkipDecoding()},
+  )
+  rows = {"label": [], "subject_id": [], "video_id": []}
+  for ex in ds.as_numpy_iterator():
+    rows["label"].append(int(ex["label"]))
+    rows["subject_id"].append(int(ex.get("subject_id", -1)))
+    vid = ex.get("video_id", b"")
+    rows["video_id"].append(
+      vid.decode() if isinstance(vid, bytes) else str(vid)
+    )
+  return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def eval_batches(videos, n, indices, config, batch_size):
+  """Evaluation batches (:func:`eval_dataset`, as numpy) of the videos
+  ``indices`` of ``videos``, the cached split of ``n``."""
+  return eval_dataset(
+    select(videos, n, indices),
+    len(indices),
+    batch_size=batch_size,
+    clip_len=config.data.clip_len,
+    size=config.data.size,
+  ).as_numpy_iterator()

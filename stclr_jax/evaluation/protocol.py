@@ -27,17 +27,19 @@ import time
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 
 from stclr_jax import init_from
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import input as input_lib
-from stclr_jax.evaluation import finetune, linear, probes
+from stclr_jax.evaluation import finetune, linear
 from stclr_jax.evaluation import folds as folds_lib
 from stclr_jax.evaluation import input as eval_input
 from stclr_jax.evaluation import report as report_lib
+from stclr_jax.evaluation import runner as runner_lib
+from stclr_jax.evaluation import runs as runs_lib
+from stclr_jax.evaluation.heldout import Heldout
 from stclr_jax.models import factory
 
 # Fields that choose what runs, not what a fold computes.
@@ -84,35 +86,6 @@ def reestimate_batch_stats(config) -> bool:
   return mode == "on" or (mode == "auto" and not config.init_from)
 
 
-def split_metadata(builder, split: str) -> dict:
-  """Labels, subject ids and video ids of a split, in reading order,
-  without decoding the frames."""
-  ds = builder.as_dataset(
-    split=split,
-    shuffle_files=False,
-    decoders={"video": tfds.decode.SkipDecoding()},
-  )
-  rows = {"label": [], "subject_id": [], "video_id": []}
-  for ex in ds.as_numpy_iterator():
-    rows["label"].append(int(ex["label"]))
-    rows["subject_id"].append(int(ex.get("subject_id", -1)))
-    vid = ex.get("video_id", b"")
-    rows["video_id"].append(
-      vid.decode() if isinstance(vid, bytes) else str(vid)
-    )
-  return {k: np.asarray(v) for k, v in rows.items()}
-
-
-def _eval_batches(videos, n, indices, config, batch_size):
-  return eval_input.eval_dataset(
-    eval_input.select(videos, n, indices),
-    len(indices),
-    batch_size=batch_size,
-    clip_len=config.data.clip_len,
-    size=config.data.size,
-  ).as_numpy_iterator()
-
-
 def _check_workdir(config, workdir: str) -> str:
   """The config's fingerprint, after checking that ``workdir`` holds no
   folds of another config; records the config there."""
@@ -155,7 +128,7 @@ def evaluate(config, workdir: str) -> dict:
       "<video>, or with a CSV label column)"
     )
   class_names = list(builder.info.features["label"].names)
-  meta = split_metadata(builder, split)
+  meta = eval_input.split_metadata(builder, split)
   what = f"{config.data.name} ({split})"
   fold_tests = folds_lib.make_folds(
     ev.fold_by,
@@ -166,10 +139,10 @@ def evaluate(config, workdir: str) -> dict:
     what,
   )
   run = folds_lib.parse_run_folds(ev.run_folds, ev.num_folds)
-  plan = units(ev, run)
+  plan = runs_lib.units(ev, run)
   done = {}
   for unit in plan:
-    path = os.path.join(fold_dir, f"{unit_name(*unit)}.json")
+    path = os.path.join(fold_dir, f"{runs_lib.unit_name(*unit)}.json")
     if os.path.exists(path):
       done[unit] = read_json(path)
   todo = [u for u in plan if u not in done]
@@ -185,10 +158,10 @@ def evaluate(config, workdir: str) -> dict:
   mesh = mesh_lib.make_mesh()
   pretrained = factory.create_model(config, mesh.size)
   init_info = init_from.init_encoder(config, pretrained)
-  model = finetune.Classifier(
+  model = runner_lib.Classifier(
     pretrained.encoder, len(class_names), rngs=nnx.Rngs(config.seed + 1)
   )
-  runner = finetune.runner_for(model, mesh, config.data.mean, config.data.std)
+  runner = runner_lib.runner_for(model, mesh, config.data.mean, config.data.std)
   # Host copies: every fold starts from them (the train step donates).
   params = jax.device_get(nnx.state(model, nnx.Param))
   batch_stats = jax.device_get(nnx.state(model, nnx.BatchStat))
@@ -216,7 +189,7 @@ def evaluate(config, workdir: str) -> dict:
   emb_prefix = os.path.join(workdir, "embeddings")
   if todo or (ev.export_embeddings and not os.path.exists(emb_prefix + ".npz")):
     t0 = time.time()
-    every = _eval_batches(videos, n, np.arange(n), config, batch)
+    every = eval_input.eval_batches(videos, n, np.arange(n), config, batch)
     # With re-estimation, the exported features use statistics of every
     # video (no labels); each fold's linear phase re-estimates on its own.
     emb_stats = (
@@ -226,7 +199,7 @@ def evaluate(config, workdir: str) -> dict:
     )
     feats, labels = runner.features(
       (params, emb_stats),
-      _eval_batches(videos, n, np.arange(n), config, batch),
+      eval_input.eval_batches(videos, n, np.arange(n), config, batch),
     )
     if not np.array_equal(labels, meta["label"]):
       raise RuntimeError("internal: features are not in the split's order")
@@ -247,7 +220,7 @@ def evaluate(config, workdir: str) -> dict:
   tx = step_fn = None
   for unit in todo:
     f, draw, tseed = unit
-    name = unit_name(*unit)
+    name = runs_lib.unit_name(*unit)
     t0 = time.time()
     test = fold_tests[f]
     train_idx = folds_lib.label_subset(
@@ -256,9 +229,9 @@ def evaluate(config, workdir: str) -> dict:
       meta["label"],
       meta["subject_id"],
       ev.label_fraction,
-      subset_seed(config, f, draw),
+      runs_lib.subset_seed(config, f, draw),
     )
-    seed = train_seed(config, f, tseed)
+    seed = runs_lib.train_seed(config, f, tseed)
     if steps_budget:
       fb = batch
     else:
@@ -267,11 +240,12 @@ def evaluate(config, workdir: str) -> dict:
     if reestimate:
       fold_stats = runner.reestimate_batch_stats(
         (params, batch_stats),
-        _eval_batches(videos, n, train_idx, config, batch),
+        eval_input.eval_batches(videos, n, train_idx, config, batch),
       )
       used = np.union1d(train_idx, test)  # in reading order, as select
       part, _ = runner.features(
-        (params, fold_stats), _eval_batches(videos, n, used, config, batch)
+        (params, fold_stats),
+        eval_input.eval_batches(videos, n, used, config, batch),
       )
       fold_feats = np.zeros((n, part.shape[1]), part.dtype)
       fold_feats[used] = part
@@ -319,17 +293,17 @@ def evaluate(config, workdir: str) -> dict:
       result["linear"]["heldout_accuracy"] = heldout.accuracy(
         logits["linear_heldout"]
       )
-    if not ev.linear_only and _finetune_length(ev) > 0:
+    if not ev.linear_only and runs_lib.finetune_length(ev) > 0:
       curve = None
       if ev.get("log_test_every", 0) > 0:
-        last = _finetune_epochs(ev, len(train_idx), fb)
+        last = runs_lib.finetune_epochs(ev, len(train_idx), fb)
 
         def curve(epoch, state, test=test, last=last):
           if epoch % ev.log_test_every and epoch != last:
             return None
           preds, labels = runner.predict(
             (state.params, state.batch_stats),
-            _eval_batches(videos, n, test, config, batch),
+            eval_input.eval_batches(videos, n, test, config, batch),
           )
           return {"test_accuracy": float(np.mean(preds == labels))}
 
@@ -360,7 +334,7 @@ def evaluate(config, workdir: str) -> dict:
       )
       variables = (state.params, state.batch_stats)
       logp, labels = runner.log_probs(
-        variables, _eval_batches(videos, n, test, config, batch)
+        variables, eval_input.eval_batches(videos, n, test, config, batch)
       )
       cm = report_lib.confusion(labels, logp.argmax(-1), len(class_names))
       result["finetune"] = {
@@ -394,221 +368,6 @@ def evaluate(config, workdir: str) -> dict:
       else "",
       result["seconds"],
     )
-  return write_report(
+  return report_lib.write_report(
     config, workdir, [done[u] for u in plan], class_names, init_info
   )
-
-
-def units(ev, run: list[int]) -> list[tuple[int, int, int | None]]:
-  """The runs of an evaluation, ``(fold, draw, train seed)``: every fold of
-  ``run`` x ``eval.subset_draws`` label subsets (one at 100% labels, where
-  every draw is the whole training part) x ``eval.train_seeds`` (``""``:
-  one run, seeded by ``config.seed`` and the fold: ``None``)."""
-  draws = int(ev.get("subset_draws", 1)) if ev.label_fraction < 1 else 1
-  if draws < 1:
-    raise ValueError(f"eval.subset_draws must be >= 1, got {draws}")
-  spec = str(ev.get("train_seeds", "")).strip()
-  try:
-    seeds = [int(x) for x in spec.split(",") if x.strip()] or [None]
-  except ValueError:
-    raise ValueError(
-      f"eval.train_seeds={spec!r}: expected comma-separated integers"
-    ) from None
-  if any(s is not None and s < 0 for s in seeds):
-    raise ValueError(f"eval.train_seeds={spec!r}: seeds must be >= 0")
-  return [(f, d, s) for f in run for d in range(draws) for s in seeds]
-
-
-def unit_name(fold: int, draw: int, tseed: int | None) -> str:
-  """``fold_KK`` (draw 0, the config's seed), else ``fold_KK_dD_sS``."""
-  name = f"fold_{fold:02d}"
-  if draw or tseed is not None:
-    name += f"_d{draw}_s{tseed if tseed is not None else 'cfg'}"
-  return name
-
-
-def subset_seed(config, fold: int, draw: int):
-  """The seed of a run's label subset: ``(eval.subset_seed, fold, draw)``;
-  with ``eval.subset_seed < 0``, from ``config.seed`` and the fold (the
-  same numbers as the training seed's default)."""
-  base = int(config.eval.get("subset_seed", -1))
-  if base < 0:
-    legacy = config.seed * 1009 + fold
-    return legacy if draw == 0 else [legacy, draw]
-  return [base, fold, draw]
-
-
-def train_seed(config, fold: int, tseed: int | None) -> int:
-  """The seed of a run's training (head initialisation, minibatch order,
-  clips and augmentation): one of ``eval.train_seeds`` and the fold, apart
-  from the fold and subset seeds; ``None``: ``config.seed * 1009 + fold``."""
-  if tseed is None:
-    return config.seed * 1009 + fold
-  return 1_000_003 * (tseed + 1) + fold
-
-
-def _finetune_length(ev) -> int:
-  if finetune.budget(ev) == "steps":
-    return int(ev.get("finetune_steps", 0))
-  return int(ev.finetune_epochs)
-
-
-def _finetune_epochs(ev, num_train: int, batch: int) -> int:
-  """The last "epoch" of fine-tuning's log (steps: an epoch's worth)."""
-  if finetune.budget(ev) == "steps":
-    per_epoch = max(1, num_train // batch)
-    return -(-int(ev.finetune_steps) // per_epoch)
-  return int(ev.finetune_epochs)
-
-
-class Heldout:
-  """``eval.heldout_data``: a labelled population of other subjects, in
-  neither the pool nor the folds, scored by every run's final model (its
-  per-video log-probabilities are stored; BENCHMARKS.md, "The calibrated
-  benchmark", ranks by it)."""
-
-  def __init__(self, config, name, builder, class_names):
-    split = config.data.split
-    self.name = name
-    self.n = builder.info.splits[split].num_examples
-    self.meta = split_metadata(builder, split)
-    self.config = config
-    self.videos = eval_input.cached_videos(
-      builder.as_dataset(split=split, shuffle_files=False),
-      config.data.cache_frame_size or None,
-    )
-
-  @classmethod
-  def load(cls, config, class_names):
-    name = config.eval.get("heldout_data", "")
-    if not name:
-      return None
-    data = config.data.copy_and_resolve_references()
-    data.name = name
-    builder = input_lib.prepared_builder(data)
-    if "label" not in builder.info.features:
-      raise ValueError(f"eval.heldout_data={name}: has no labels")
-    names = list(builder.info.features["label"].names)
-    if names != list(class_names):
-      raise ValueError(
-        f"eval.heldout_data={name}: classes {names}, the folds' data "
-        f"{config.data.name} has {list(class_names)}"
-      )
-    return cls(config, name, builder, class_names)
-
-  def _batches(self, batch):
-    return _eval_batches(
-      self.videos, self.n, np.arange(self.n), self.config, batch
-    )
-
-  def features(self, runner, variables, batch):
-    feats, labels = runner.features(variables, self._batches(batch))
-    self._check(labels)
-    return feats
-
-  def log_probs(self, runner, variables, batch):
-    logp, labels = runner.log_probs(variables, self._batches(batch))
-    self._check(labels)
-    return logp
-
-  def _check(self, labels):
-    if not np.array_equal(labels, self.meta["label"]):
-      raise RuntimeError("internal: held-out videos out of order")
-
-  def accuracy(self, logits) -> float:
-    return float(np.mean(np.argmax(logits, -1) == self.meta["label"]))
-
-  def describe(self) -> dict:
-    return {
-      "data": self.name,
-      "videos": int(self.n),
-      "subjects": int(len(np.unique(self.meta["subject_id"]))),
-    }
-
-  def arrays(self) -> dict:
-    return {
-      "heldout_labels": self.meta["label"],
-      "heldout_subjects": self.meta["subject_id"],
-    }
-
-
-def write_report(config, workdir, fold_results, class_names, init_info):
-  """``report.json`` and ``confusion.png`` over the folds run."""
-  ev = config.eval
-  rep = {
-    "init": init_info,
-    "data": config.data.name,
-    "encoder": config.model.encoder,
-    "width": config.model.width,
-    "fold_by": ev.fold_by,
-    "num_folds": ev.num_folds,
-    "folds_run": sorted({r["fold"] for r in fold_results}),
-    "runs": [r.get("unit", r["fold"]) for r in fold_results],
-    "label_fraction": ev.label_fraction,
-    "class_names": class_names,
-    "linear": report_lib.summarize(
-      [
-        {
-          "fold": r.get("unit", r["fold"]),
-          "confusion": r["linear"]["confusion"],
-        }
-        for r in fold_results
-      ],
-      class_names,
-    ),
-  }
-  final = "linear"
-  if (
-    fold_results
-    and all("finetune" in r for r in fold_results)
-    and not ev.linear_only
-  ):
-    rep["finetune"] = report_lib.summarize(
-      [
-        {
-          "fold": r.get("unit", r["fold"]),
-          "confusion": r["finetune"]["confusion"],
-        }
-        for r in fold_results
-      ],
-      class_names,
-    )
-    final = "finetune"
-  rep["final"] = final
-  heldout = {}
-  for phase in ("linear", "finetune"):
-    accs = {
-      str(r.get("unit", r["fold"])): r[phase]["heldout_accuracy"]
-      for r in fold_results
-      if "heldout_accuracy" in r.get(phase, {})
-    }
-    if accs and len(accs) == len(fold_results):
-      heldout[phase] = {
-        "run_accuracy": accs,
-        "mean": float(np.mean(list(accs.values()))),
-      }
-  if heldout:
-    heldout["population"] = fold_results[0]["heldout"]
-    rep["heldout"] = heldout
-  emb = os.path.join(workdir, "embeddings.npz")
-  if os.path.exists(emb):
-    d = np.load(emb)
-    # What the initial encoder's frozen features tell about the subject
-    # (ridge, leave one class out; chance 1 / subjects).
-    rep["identity_probe"] = {
-      "accuracy": probes.identity_accuracy(
-        d["features"], d["labels"], d["subjects"]
-      ),
-      "subjects": len(np.unique(d["subjects"])),
-    }
-  rep["confusion_png"] = report_lib.confusion_png(
-    rep[final]["confusion"],
-    class_names,
-    os.path.join(workdir, "confusion.png"),
-    title=(
-      f"{final}, {len(fold_results)} folds: "
-      f"{100 * rep[final]['mean']:.1f} ± {100 * rep[final]['std']:.1f}%"
-    ),
-  )
-  report_lib.write_json(os.path.join(workdir, "report.json"), rep)
-  return rep

@@ -1,5 +1,6 @@
 """Cross-validation reports: accuracies, confusion matrices (JSON and a PNG
-in the style of the paper's Fig. 6) and the embedding export."""
+in the style of the paper's Fig. 6), the embedding export, and an
+evaluation's ``report.json`` over its runs (:func:`write_report`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from stclr_jax.evaluation import probes
 
 
 def confusion(
@@ -138,3 +141,85 @@ def export_embeddings(
   fig.savefig(f"{prefix}.png", dpi=120)
   plt.close(fig)
   return {"npz": f"{prefix}.npz", "png": f"{prefix}.png"}
+
+
+def write_report(config, workdir, fold_results, class_names, init_info):
+  """``report.json`` and ``confusion.png`` over the folds run."""
+  ev = config.eval
+  rep = {
+    "init": init_info,
+    "data": config.data.name,
+    "encoder": config.model.encoder,
+    "width": config.model.width,
+    "fold_by": ev.fold_by,
+    "num_folds": ev.num_folds,
+    "folds_run": sorted({r["fold"] for r in fold_results}),
+    "runs": [r.get("unit", r["fold"]) for r in fold_results],
+    "label_fraction": ev.label_fraction,
+    "class_names": class_names,
+    "linear": summarize(
+      [
+        {
+          "fold": r.get("unit", r["fold"]),
+          "confusion": r["linear"]["confusion"],
+        }
+        for r in fold_results
+      ],
+      class_names,
+    ),
+  }
+  final = "linear"
+  if (
+    fold_results
+    and all("finetune" in r for r in fold_results)
+    and not ev.linear_only
+  ):
+    rep["finetune"] = summarize(
+      [
+        {
+          "fold": r.get("unit", r["fold"]),
+          "confusion": r["finetune"]["confusion"],
+        }
+        for r in fold_results
+      ],
+      class_names,
+    )
+    final = "finetune"
+  rep["final"] = final
+  heldout = {}
+  for phase in ("linear", "finetune"):
+    accs = {
+      str(r.get("unit", r["fold"])): r[phase]["heldout_accuracy"]
+      for r in fold_results
+      if "heldout_accuracy" in r.get(phase, {})
+    }
+    if accs and len(accs) == len(fold_results):
+      heldout[phase] = {
+        "run_accuracy": accs,
+        "mean": float(np.mean(list(accs.values()))),
+      }
+  if heldout:
+    heldout["population"] = fold_results[0]["heldout"]
+    rep["heldout"] = heldout
+  emb = os.path.join(workdir, "embeddings.npz")
+  if os.path.exists(emb):
+    d = np.load(emb)
+    # What the initial encoder's frozen features tell about the subject
+    # (ridge, leave one class out; chance 1 / subjects).
+    rep["identity_probe"] = {
+      "accuracy": probes.identity_accuracy(
+        d["features"], d["labels"], d["subjects"]
+      ),
+      "subjects": len(np.unique(d["subjects"])),
+    }
+  rep["confusion_png"] = confusion_png(
+    rep[final]["confusion"],
+    class_names,
+    os.path.join(workdir, "confusion.png"),
+    title=(
+      f"{final}, {len(fold_results)} folds: "
+      f"{100 * rep[final]['mean']:.1f} ± {100 * rep[final]['std']:.1f}%"
+    ),
+  )
+  write_json(os.path.join(workdir, "report.json"), rep)
+  return rep

@@ -43,6 +43,7 @@ from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import input as input_lib
 from stclr_jax.evaluation import finetune, supervised
 from stclr_jax.evaluation import input as eval_input
+from stclr_jax.evaluation import runner as runner_lib
 from stclr_jax.models import factory
 
 TARGETS = ("expression", "identity", "shuffled")
@@ -111,12 +112,12 @@ def pretrain(config, workdir: str, *, target: str, num_steps: int) -> dict:
   y, num_classes = targets(target, labels, subjects, config.seed)
 
   mesh = mesh_lib.make_mesh()
-  model = finetune.Classifier(
+  model = runner_lib.Classifier(
     factory.create_model(config, mesh.size).encoder,
     num_classes,
     rngs=nnx.Rngs(config.seed + 1),
   )
-  runner = finetune.Runner(model, mesh, config.data.mean, config.data.std)
+  runner = runner_lib.Runner(model, mesh, config.data.mean, config.data.std)
   tx, step_fn = runner.make_train_step(config.eval.learning_rate)
   params = nnx.state(model, nnx.Param)
   batch_stats = nnx.state(model, nnx.BatchStat)

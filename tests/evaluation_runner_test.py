@@ -1,4 +1,4 @@
-"""The fine-tuning phase's runner (stclr_jax/evaluation/finetune.py):
+"""The fine-tuning phase's runner (stclr_jax/evaluation/runner.py):
 BatchNorm statistics re-estimated from a pass in training mode."""
 
 import jax
@@ -10,7 +10,7 @@ from flax import nnx
 
 from configs import finetune_synthetic
 from stclr_jax import mesh as mesh_lib
-from stclr_jax.evaluation import finetune
+from stclr_jax.evaluation import runner as runner_lib
 from stclr_jax.models import factory, layers
 
 
@@ -18,10 +18,10 @@ from stclr_jax.models import factory, layers
 def runner_and_vars():
   config = finetune_synthetic.get_config("tiny=1")
   mesh = mesh_lib.make_mesh()
-  model = finetune.Classifier(
+  model = runner_lib.Classifier(
     factory.create_model(config, mesh.size).encoder, 6, rngs=nnx.Rngs(1)
   )
-  runner = finetune.Runner(model, mesh, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25))
+  runner = runner_lib.Runner(model, mesh, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25))
   variables = (
     jax.device_get(nnx.state(model, nnx.Param)),
     jax.device_get(nnx.state(model, nnx.BatchStat)),
@@ -97,24 +97,26 @@ def test_runner_for_shares_one_runner_and_its_compilations(runner_and_vars):
     c = config.copy_and_resolve_references()
     c.seed = seed
     encoder = factory.create_model(c, mesh.size).encoder
-    model = finetune.Classifier(encoder, 6, rngs=nnx.Rngs(seed + 1))
+    model = runner_lib.Classifier(encoder, 6, rngs=nnx.Rngs(seed + 1))
     return model, (
       jax.device_get(nnx.state(model, nnx.Param)),
       jax.device_get(nnx.state(model, nnx.BatchStat)),
     )
 
   (m1, v1), (m2, v2) = model_and_vars(0), model_and_vars(5)
-  runner = finetune.runner_for(m1, mesh, mean, std)
-  assert finetune.runner_for(m2, mesh, list(mean), std) is runner
-  assert finetune.runner_for(m2, mesh, (0.5,) * 3, std) is not runner
+  runner = runner_lib.runner_for(m1, mesh, mean, std)
+  assert runner_lib.runner_for(m2, mesh, list(mean), std) is runner
+  assert runner_lib.runner_for(m2, mesh, (0.5,) * 3, std) is not runner
   batch = _batch(np.random.default_rng(2), 8, 0, config)
   batch["label"] = np.arange(8) % 6
   f1, _ = runner.features(v1, [batch])  # compiles, unless done before
   with count_compiles() as compiled:
-    f2, labels = finetune.runner_for(m2, mesh, mean, std).features(v2, [batch])
+    f2, labels = runner_lib.runner_for(m2, mesh, mean, std).features(
+      v2, [batch]
+    )
   assert len(compiled) == 0
   # The weights are inputs: the second model's own features.
-  own, _ = finetune.Runner(m2, mesh, mean, std).features(v2, [batch])
+  own, _ = runner_lib.Runner(m2, mesh, mean, std).features(v2, [batch])
   np.testing.assert_array_equal(f2, own)
   assert np.abs(f1 - f2).max() > 1e-3
   assert labels.tolist() == batch["label"].tolist()
@@ -132,7 +134,7 @@ def test_fetched_keeps_the_order_and_a_bounded_number_in_flight():
       yield jnp.full((2,), i), f"batch {i}"
 
   got = []
-  for out, tag in finetune.fetched(items(), depth=2):
+  for out, tag in runner_lib.fetched(items(), depth=2):
     i = len(got)
     assert isinstance(out, np.ndarray) and out.tolist() == [i, i]
     assert tag == f"batch {i}"
@@ -150,10 +152,10 @@ def test_started_reads_the_first_item_at_once():
       read.append(i)
       yield i
 
-  it = finetune.started(items(3))
+  it = runner_lib.started(items(3))
   assert read == [0]
   assert list(it) == [0, 1, 2] and read == [0, 1, 2]
-  assert list(finetune.started(items(0))) == []
+  assert list(runner_lib.started(items(0))) == []
 
 
 def test_head_rate_multiplier_scales_the_linear_layers_step_only(
@@ -173,7 +175,7 @@ def test_head_rate_multiplier_scales_the_linear_layers_step_only(
   for mult in (1.0, 10.0):
     tx, step = runner.make_train_step(1e-3, mult)
     assert runner.make_train_step(1e-3, mult)[1] is step  # kept
-    state = finetune.TrainState(
+    state = runner_lib.TrainState(
       params=jax.tree.map(jnp.array, params),
       batch_stats=jax.tree.map(jnp.array, stats),
       opt_state=tx.init(params),
