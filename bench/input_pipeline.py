@@ -71,6 +71,7 @@ def _model_vs_input(c, it, batches):
   from stclr_jax import mesh as mesh_lib
   from stclr_jax import optim as optim_lib
   from stclr_jax import train as train_lib
+  from stclr_jax.pretext import batch as batch_lib
 
   mesh = mesh_lib.make_mesh()
   lr_fn = optim_lib.schedule(c.optim, 100, 1000)
@@ -81,7 +82,7 @@ def _model_vs_input(c, it, batches):
   def device_batch():
     b = next(it)
     return mesh_lib.to_global_arrays(
-      {k: b[k] for k in train_lib.MODEL_INPUTS if k in b}, mesh
+      batch_lib.BatchSchema.of(b).model_inputs(b), mesh
     )
 
   fixed = device_batch()
@@ -233,8 +234,8 @@ def main():
   sys.path.insert(0, os.path.join(ROOT, "bench"))
   import timing
 
-  from stclr_jax import train as train_lib
   from stclr_jax.data import input as input_lib
+  from stclr_jax.pretext import batch as batch_lib
 
   cores = len(os.sched_getaffinity(0))
   print(
@@ -260,7 +261,7 @@ def main():
           b = next(it)
         dt = time.perf_counter() - t0
         videos = a.batches * a.batch_size
-        sent = _bytes(b, train_lib.MODEL_INPUTS)
+        sent = _bytes(b, batch_lib.BatchSchema.of(b).model_keys)
         print(
           f"{a.clip_len}x{size}x{size} {placement:6s} (cache {cache or 'as'}"
           f" stored): {videos / dt:7.1f} two-view clips/s = "

@@ -69,7 +69,7 @@ def videos_with_views(config, data_name, seed):
     cached = videos.cacheable(
       ex, data.cache_frame_size or None, with_keypoints=True
     )
-    cached["fps"] = tf.constant(view.default_fps)
+    cached["fps"] = tf.constant(view.pretext.default_fps)
     out = views.pretrain_views(
       tf.random.experimental.stateless_fold_in(root, i), cached, view
     )
@@ -171,9 +171,9 @@ def main(argv=None):
   t0 = time.time()
   config = load_config(os.path.join(_ROOT, "configs", "stclr_synthetic.py"))
   config.data.data_dir = args.data_dir
-  config.pretext.maskfn = True
-  config.pretext.hard_negatives = args.hardneg
-  config.pretext.temporal_shift = args.timeaug
+  config.pretext.maskfn.enabled = True
+  config.pretext.hardneg.enabled = args.hardneg
+  config.pretext.timeaug.enabled = args.timeaug
   kinds = [k for k in args.descriptors.split(",") if k]
   encode = None
   if any(k.startswith("encoder") for k in kinds):

@@ -108,21 +108,21 @@ CONTROLS = {
 }
 CONTROL_STEPS = 600  # x batch 16: the clips of ST-CLR's 300 steps x 2 views
 PRETEXT = {
-  "stclr_timeaug": ("temporal_shift",),
-  "stclr_hardneg": ("hard_negatives",),
-  "stclr_samesubject": ("same_subject_negatives",),
+  "stclr_timeaug": ("timeaug",),
+  "stclr_hardneg": ("hardneg",),
+  "stclr_samesubject": ("samesubject",),
   "stclr_combined": (
-    "temporal_shift",
-    "hard_negatives",
-    "same_subject_negatives",
+    "timeaug",
+    "hardneg",
+    "samesubject",
   ),
   "stclr_maskfn": ("maskfn",),
   "stclr_timeaug_hardneg_maskfn": (
-    "temporal_shift",
-    "hard_negatives",
+    "timeaug",
+    "hardneg",
     "maskfn",
   ),
-  "clmex": ("multi_view_positives",),
+  "clmex": ("clmex",),
 }
 _VIEWS = {
   "data.name": "synthetic_expressions/expressive_views_pool",
@@ -208,7 +208,7 @@ def pretrain(arm, args, times):
   variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
   config = _config("stclr_synthetic.py", variant, args)
   for option in PRETEXT.get(arm, ()):
-    setattr(config.pretext, option, True)
+    config.pretext[option].enabled = True
   for field, value in OVERRIDES.get(arm, {}).items():
     if args.tiny and field == "data.name":
       value = "synthetic_expressions/tiny_views"

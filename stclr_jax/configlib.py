@@ -11,18 +11,13 @@ from __future__ import annotations
 import ml_collections
 
 from stclr_jax.convert.kinetics import KINETICS_MEAN, KINETICS_STD
+from stclr_jax.pretext import options as pretext_options
 
 # Table IV ablations: which augmentation a variant switches off.
 AUG_VARIANTS = ("all", "no_temporal", "no_crop", "no_color", "no_flip")
-# ``pretext=`` variants (joined with "+"): the config.pretext switch each
-# turns on.
-PRETEXT_VARIANTS = {
-  "timeaug": "temporal_shift",
-  "hardneg": "hard_negatives",
-  "samesubject": "same_subject_negatives",
-  "maskfn": "maskfn",
-  "clmex": "multi_view_positives",
-}
+# ``pretext=`` variants (joined with "+"): the config.pretext section whose
+# ``enabled`` each turns on.
+PRETEXT_VARIANTS = tuple(pretext_options.METHODS)
 ENCODERS = ("r2plus1d_18", "r3d_18", "mc3_18")
 
 
@@ -92,29 +87,12 @@ def loss_section() -> ml_collections.ConfigDict:
 
 
 def pretext_section() -> ml_collections.ConfigDict:
-  """Pretext options (``stclr_jax/pretext/``, docs/pretext_options.md), all
-  off: the paper's ST-CLR. Defaults are SSL-FER's values."""
-  p = ml_collections.ConfigDict()
-  p.temporal_shift = False  # SSL-FER's TimeAug, for clips
-  p.shift_offsets = (0.48, 0.72, 0.96, 1.20, 1.44)  # seconds
-  p.shift_weights = (5.0, 4.0, 3.0, 2.0, 1.0)
-  p.hard_negatives = False  # SSL-FER's HardNeg, for clips
-  p.hard_negative_gap = 2.88  # seconds
-  # Ours: batches of batch/m subjects x m videos (needs subject ids).
-  p.same_subject_negatives = False
-  p.videos_per_subject = 2
-  p.default_fps = 25.0  # for data sets without an fps feature
-  # SSL-FER's MaskFN: per anchor, the negative whose eye and mouth crops
-  # look most alike becomes a down-weighted positive (needs keypoints).
-  p.maskfn = False
-  p.maskfn_weight = 0.8  # SSL-FER's lambda
-  p.maskfn_descriptor = "hog"  # "hog" | "pixels" (ours, no download)
-  p.maskfn_crop_size = 64  # SSL-FER's crops
-  # CL-MEx's multi-view positives: batches of whole groups (a 'group'
-  # feature), every other member of a group a positive (multi-positive
-  # NT-Xent, a reconstruction; docs/pretext_options.md).
-  p.multi_view_positives = False
-  return p
+  """Pretext options, all off: the paper's ST-CLR. One sub-section per
+  method (``timeaug``, ``hardneg``, ``samesubject``, ``maskfn``,
+  ``clmex``), each with ``enabled`` and its fields at the method's
+  published values, and ``default_fps``; defined and validated in
+  :mod:`stclr_jax.pretext.options` (docs/pretext_options.md)."""
+  return ml_collections.ConfigDict(pretext_options.section_defaults())
 
 
 def optim_section() -> ml_collections.ConfigDict:
@@ -262,10 +240,10 @@ def apply_variants(
       continue
     if name not in PRETEXT_VARIANTS:
       raise ValueError(
-        f"pretext must be none or options of {tuple(PRETEXT_VARIANTS)} "
+        f"pretext must be none or options of {PRETEXT_VARIANTS} "
         f"joined with '+', got {args.pretext!r}"
       )
-    setattr(c.pretext, PRETEXT_VARIANTS[name], True)
+    c.pretext[name].enabled = True
   return c
 
 

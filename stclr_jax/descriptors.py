@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-KINDS = ("hog", "pixels")
+from stclr_jax.pretext.options import DESCRIPTORS as KINDS
 
 
 def _gradients(image):

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from stclr_jax.pretext.options import SSLFER_MASKFN_WEIGHT
+
 _EPS = 1e-12
 
 
@@ -148,7 +150,7 @@ def sharded(body, mesh: Mesh, axis_name: str = "data"):
 # MaskFN (SSL-FER, Shu et al. 2022): the false negative moves from the
 # denominator to a down-weighted extra positive.
 
-MASKFN_WEIGHT = 0.8  # SSL-FER's lambda
+MASKFN_WEIGHT = SSLFER_MASKFN_WEIGHT  # SSL-FER's lambda, 0.8
 
 
 def _maskfn_terms(

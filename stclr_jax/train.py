@@ -33,10 +33,11 @@ from stclr_jax import mesh as mesh_lib
 from stclr_jax import optim as optim_lib
 from stclr_jax import train_step as train_step_lib
 from stclr_jax import workdir as workdir_lib
-from stclr_jax.data import device_augment
 from stclr_jax.data import input as input_lib
 from stclr_jax.models import factory
+from stclr_jax.pretext import batch as batch_lib
 from stclr_jax.pretext import objectives
+from stclr_jax.pretext import options as pretext_options
 
 
 def num_train_steps(config, num_examples: int) -> tuple[int, int]:
@@ -64,16 +65,32 @@ def create_state(config, mesh, tx, bn_groups: int | None = None):
   return graphdef, state, info
 
 
+def objective(config) -> objectives.Objective:
+  """``config``'s objective (:func:`stclr_jax.pretext.objectives.from_config`),
+  checked against the batch its pretext options make: every key it reads
+  is one of the batch's (:meth:`stclr_jax.pretext.options.Pretext.schema`)."""
+  pretext = pretext_options.Pretext.from_config(config)
+  obj = objectives.from_options(pretext, config.loss.temperature)
+  schema = pretext.schema()
+  missing = [k for k in obj.batch_keys if k not in schema.model_keys]
+  if missing:
+    raise ValueError(
+      f"the objective {obj} reads {missing}, which the batches of "
+      f"config.pretext ({pretext.enabled or 'no options'}) do not have"
+    )
+  return obj
+
+
 def make_train_step(config, mesh, graphdef, tx, lr_fn, state):
-  """The jitted step with ``config``'s objective
-  (:func:`stclr_jax.pretext.objectives.from_config`) and normalisation."""
+  """The jitted step with ``config``'s objective (:func:`objective`) and
+  normalisation."""
   return train_step_lib.make_train_step(
     mesh,
     graphdef,
     tx,
     lr_fn,
     state,
-    objectives.from_config(config),
+    objective(config),
     mean=config.data.mean,
     std=config.data.std,
   )
@@ -140,52 +157,6 @@ def _check_finite(step: int, metrics: dict, mngr) -> None:
     )
 
 
-# What the step reads of a host batch; the rest is for the host's log.
-MODEL_INPUTS = (
-  "view_a",
-  "view_b",
-  "hard_a",
-  "hard_b",
-  "parts_a",
-  "parts_b",
-  "parts_hard_a",
-  "parts_hard_b",
-  "group",
-  # Device augmentation's parameters (data/device_augment.py).
-  *(f"{v}_{k}" for v in device_augment.VIEWS for k in ("crop", "aug")),
-)
-
-
-class PretextCounts:
-  """This host's pretext counters between two logged steps
-  (pretext/views.py): the share of pairs whose temporal shift was cut
-  (``pretext/shift_clamped``), and of videos under each hard-negative
-  policy (``pretext/gap_policy_<name>``). Empty without those options."""
-
-  POLICIES = ("gap", "halves", "none")
-
-  def __init__(self):
-    self._clamped, self._pairs, self._policy = 0, 0, np.zeros(3, np.int64)
-
-  def add(self, host_batch) -> None:
-    hard = "hard_a" in host_batch
-    if "shift_clamped" in host_batch:
-      self._clamped += int(np.sum(host_batch["shift_clamped"]))
-      self._pairs += len(host_batch["shift_clamped"]) * (2 if hard else 1)
-    if "gap_policy" in host_batch:
-      self._policy += np.bincount(host_batch["gap_policy"], minlength=3)[:3]
-
-  def read(self) -> dict:
-    out = {}
-    if self._pairs:
-      out["pretext/shift_clamped"] = self._clamped / self._pairs
-    if self._policy.sum():
-      for name, c in zip(self.POLICIES, self._policy / self._policy.sum()):
-        out[f"pretext/gap_policy_{name}"] = float(c)
-    self.__init__()
-    return out
-
-
 def pretrain(
   config: ml_collections.ConfigDict, workdir: str, *, devices=None
 ) -> dict:
@@ -223,8 +194,9 @@ def pretrain(
 
 
 def _pretrain(config, workdir: str, mngr, devices) -> dict:
-  # The run's records and config are checked before anything is built,
-  # written or restored.
+  # The run's records and config, and its pretext options, are checked
+  # before anything is built, written or restored.
+  pretext_options.Pretext.from_config(config)
   resuming = bool(mngr.all_steps())
   if resuming:
     workdir_lib.check_resume_config(config, workdir)
@@ -244,8 +216,11 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
   )
 
   # Size of the split, for the schedule (the pipeline is built after the
-  # restore, at the restored step).
+  # restore, at the restored step), and the keys of its batches.
   builder = input_lib.prepared_builder(config.data)
+  schema = input_lib.view_spec(
+    config, builder.info.features["video"].shape
+  ).schema
   num_examples = builder.info.splits[config.data.split].num_examples
   steps_per_epoch, total_steps = num_train_steps(config, num_examples)
   lr_fn = optim_lib.schedule(config.optim, steps_per_epoch, total_steps)
@@ -285,7 +260,7 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
   )
 
   pending, history, window = None, [], (time.time(), start)
-  counts = PretextCounts()
+  counts = batch_lib.Counts()
 
   def read(step, metrics, counted):
     nonlocal window
@@ -305,9 +280,7 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
     while step < total_steps:
       host_batch = next(batch_iter)
       counts.add(host_batch)
-      batch = mesh_lib.to_global_arrays(
-        {k: host_batch[k] for k in MODEL_INPUTS if k in host_batch}, mesh
-      )
+      batch = mesh_lib.to_global_arrays(schema.model_inputs(host_batch), mesh)
       state, metrics = step_fn(state, batch)
       step += 1
       if pending is not None:

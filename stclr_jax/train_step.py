@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 from stclr_jax import compiler
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import device_augment
+from stclr_jax.pretext import batch as batch_lib
 
 
 @struct.dataclass
@@ -166,13 +167,13 @@ def make_sharded_augment(mesh: Mesh) -> Callable[[dict], dict]:
   spec = P(mesh_lib.DATA_AXIS)
 
   def augment(batch: dict) -> dict:
-    if "view_a_crop" not in batch:
+    if not batch_lib.is_shipped(batch):
       return batch
     keys = [
-      f"{v}{suffix}"
-      for v in device_augment.VIEWS
+      k
+      for v in batch_lib.VIEWS
       if v in batch
-      for suffix in ("", "_crop", "_aug")
+      for k in (v, *batch_lib.shipped_keys(v))
     ]
     shipped = {k: batch[k] for k in keys}
     views = jax.shard_map(

@@ -21,6 +21,8 @@ import os
 
 from absl import logging
 
+from stclr_jax.pretext import options as pretext_options
+
 
 class WorkdirError(ValueError):
   """A workdir this run cannot continue as asked: a record that does not
@@ -143,7 +145,11 @@ def check_resume_config(config, workdir: str) -> None:
       CONFIG_FILE,
     )
     return
-  stored = _flatten(read_record(workdir, CONFIG_FILE))
+  # A run from before each pretext method had its own config section is
+  # compared in today's names (pretext/options.py, FLAT_FIELDS).
+  stored = _flatten(
+    pretext_options.migrate_flat(read_record(workdir, CONFIG_FILE))
+  )
   asked = _flatten(json.loads(config.to_json_best_effort()))
   differ = [
     k

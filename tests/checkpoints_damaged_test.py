@@ -334,7 +334,7 @@ _GUARDED = [
   ("data.mean", (0.5, 0.5, 0.5)),
   ("aug.color_strength", 1.0),
   ("loss.temperature", 0.2),
-  ("pretext.temporal_shift", True),
+  ("pretext.timeaug.enabled", True),
 ]
 
 

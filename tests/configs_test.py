@@ -14,7 +14,7 @@ from stclr_jax import optim as optim_lib
 from stclr_jax.data import input as input_lib
 from stclr_jax.evaluation import runner as runner_lib
 from stclr_jax.models import factory
-from stclr_jax.pretext import objectives
+from stclr_jax.pretext import objectives, options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "stclr_*.py")))
@@ -75,38 +75,30 @@ def test_bad_variants_are_errors():
 def test_pretext_variants_turn_options_on_and_default_off():
   m = _load(os.path.join(ROOT, "configs", "stclr_oulu.py"))
   c = m.get_config()
-  assert not (
-    c.pretext.temporal_shift
-    or c.pretext.hard_negatives
-    or c.pretext.same_subject_negatives
-    or c.pretext.maskfn
-    or c.pretext.multi_view_positives
-  )
+  assert not any(c.pretext[name].enabled for name in options.METHODS)
+  assert options.Pretext.from_config(c) == options.Pretext()
   assert objectives.from_config(c) == objectives.NTXent(c.loss.temperature)
-  # SSL-FER's values (stclr_jax/pretext/views.py's constants).
-  from stclr_jax.pretext import face_parts, views
-
-  assert tuple(c.pretext.shift_offsets) == views.SSLFER_OFFSETS
-  assert tuple(c.pretext.shift_weights) == views.SSLFER_WEIGHTS
-  assert c.pretext.hard_negative_gap == views.SSLFER_GAP
-  assert c.pretext.default_fps == views.DEFAULT_FPS
+  # SSL-FER's values (stclr_jax/pretext/options.py's constants).
+  assert tuple(c.pretext.timeaug.offsets) == options.SSLFER_OFFSETS
+  assert tuple(c.pretext.timeaug.weights) == options.SSLFER_WEIGHTS
+  assert c.pretext.hardneg.gap == options.SSLFER_GAP
+  assert c.pretext.default_fps == options.DEFAULT_FPS
   c = m.get_config("pretext=timeaug+samesubject")
-  assert c.pretext.temporal_shift and c.pretext.same_subject_negatives
-  assert not c.pretext.hard_negatives
-  assert c.pretext.maskfn_weight == losses.MASKFN_WEIGHT == 0.8
-  assert c.pretext.maskfn_descriptor == "hog"
+  assert options.Pretext.from_config(c).enabled == ("timeaug", "samesubject")
+  assert c.pretext.maskfn.weight == losses.MASKFN_WEIGHT == 0.8
+  assert c.pretext.maskfn.descriptor == "hog"
   with pytest.raises(ValueError, match="pretext must be none or options"):
     m.get_config("pretext=faceswap")
   c = m.get_config("pretext=timeaug+hardneg+maskfn")
   assert objectives.from_config(c) == objectives.MaskFN(
     c.loss.temperature, 0.8, "hog"
   )
-  assert input_lib.view_spec(c).face_parts == face_parts.FaceParts(size=64)
+  assert input_lib.view_spec(c).pretext.crop_size == 64
   c = m.get_config("pretext=clmex")
   assert isinstance(objectives.from_config(c), objectives.MultiPositive)
-  assert input_lib.whole_groups(c)
-  c.pretext.maskfn = True
-  with pytest.raises(ValueError, match="two losses"):
+  assert input_lib.view_spec(c).pretext.whole_groups
+  c.pretext.maskfn.enabled = True
+  with pytest.raises(ValueError, match="maskfn and clmex are two losses"):
     objectives.from_config(c)
 
 

@@ -18,7 +18,7 @@ from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import device_augment as dev
 from stclr_jax.data import streams
 from stclr_jax.data import views as views_lib
-from stclr_jax.pretext import views as pretext_views
+from stclr_jax.pretext import options
 
 # Per op: float32 rounding of values in [0, 1] (ulp 6e-8 near 1). Worst
 # measured: crop 2.4e-7 (5 frame sizes x 40 boxes), hue 6e-8 (45 shifts),
@@ -176,9 +176,9 @@ def test_the_pipelines_device_path_equals_its_host_path_and_resumes(hard):
   batches. ``hard``: with TimeAug and HardNeg's four clips per video."""
   opts = {}
   if hard:
-    opts = dict(
-      shift=pretext_views.TemporalShift(offsets=(0.04,), weights=(1,)),
-      hard_negatives=pretext_views.HardNegatives(gap=0.12),
+    opts["pretext"] = options.Pretext(
+      timeaug=options.TemporalShift(offsets=(0.04,), weights=(1,)),
+      hardneg=options.HardNegatives(gap=0.12),
     )
   sizes = [(24, 30)] * 6
   host = _stream(_videos(sizes), 6, "host", **opts)

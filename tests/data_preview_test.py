@@ -29,7 +29,7 @@ def test_preview_shows_four_views_with_hard_negatives(tmp_path):
   c.data.data_dir = str(tmp_path / "tfds")
   sizes = {}
   for hard in (False, True):
-    c.pretext.hard_negatives = hard
+    c.pretext.hardneg.enabled = hard
     out = preview.write_preview(c, str(tmp_path / f"{hard}.png"), 2)
     sizes[hard] = Image.open(out).size
   t, s, gap = c.data.clip_len, c.data.size, 4

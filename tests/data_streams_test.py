@@ -8,8 +8,7 @@ from _helpers_data import fake_videos
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import streams, views
-from stclr_jax.pretext import face_parts, plans
-from stclr_jax.pretext import views as pretext_views
+from stclr_jax.pretext import options, plans
 
 
 def _take(ds, k):
@@ -84,12 +83,13 @@ def _subject_videos(counts, seed=0):
   return tf.data.Dataset.from_generator(gen, output_signature=sig), subjects
 
 
+_SAME_SUBJECT = options.Pretext(samesubject=options.SameSubject(2))
+_GROUPS = options.Pretext(clmex=options.MultiView())
 _PRETEXT = {
-  "shift": dict(shift=pretext_views.TemporalShift()),
-  "hard": dict(hard_negatives=pretext_views.HardNegatives()),
-  "both": dict(
-    shift=pretext_views.TemporalShift(),
-    hard_negatives=pretext_views.HardNegatives(),
+  "shift": options.Pretext(timeaug=options.TemporalShift()),
+  "hard": options.Pretext(hardneg=options.HardNegatives()),
+  "both": options.Pretext(
+    timeaug=options.TemporalShift(), hardneg=options.HardNegatives()
   ),
 }
 
@@ -97,17 +97,17 @@ _PRETEXT = {
 @pytest.mark.parametrize("option", sorted(_PRETEXT))
 def test_pretext_views_are_deterministic_and_resume_exactly(option):
   ds, _ = fake_videos()
-  view = views.ViewSpec(clip_len=4, size=16, **_PRETEXT[option])
+  view = views.ViewSpec(clip_len=4, size=16, pretext=_PRETEXT[option])
   make = lambda start=0: streams.pretrain_dataset(
     ds, 10, batch_size=3, view=view, seed=1, start_step=start
   )
   first = _take(make(), 6)
   keys = {"view_a", "view_b", "subject_id"}
-  if "hard_negatives" in _PRETEXT[option]:
+  if _PRETEXT[option].hardneg is not None:
     keys |= {"hard_a", "hard_b", "gap_policy"}
     # Short videos at 25 frames/s: the halves policy, every one counted.
     assert all((b["gap_policy"] == 1).all() for b in first)
-  if "shift" in _PRETEXT[option]:
+  if _PRETEXT[option].timeaug is not None:
     keys.add("shift_clamped")
   assert set(first[0]) == keys
   for x, y in zip(first[4:], _take(make(start=4), 2)):
@@ -122,7 +122,9 @@ def test_the_data_sets_frame_rate_sets_the_gap():
   12 frames or more host it (the gap policy)."""
   ds, vids = fake_videos()
   view = views.ViewSpec(
-    clip_len=4, size=16, hard_negatives=pretext_views.HardNegatives()
+    clip_len=4,
+    size=16,
+    pretext=options.Pretext(hardneg=options.HardNegatives()),
   )
   with_fps = ds.map(lambda e: {**e, "fps": tf.constant(2.0)})
   b = _take(
@@ -140,6 +142,7 @@ def test_same_subject_batches_compose_cover_and_resume_exactly():
     clip_len=4,
     size=16,
     spatial=augment_lib.SpatialAugment(crop=False, flip=False, color=False),
+    pretext=_SAME_SUBJECT,
   )
   make = lambda start=0: streams.pretrain_dataset(
     ds,
@@ -148,7 +151,6 @@ def test_same_subject_batches_compose_cover_and_resume_exactly():
     view=view,
     seed=2,
     start_step=start,
-    videos_per_subject=2,
   )
   info = plans.subject_plan_info(subjects, 2, 3)
   batches = _take(make(), 2 * info.batches)
@@ -179,9 +181,8 @@ def test_same_subject_negatives_without_subject_ids_is_a_clear_error():
       ds,
       8,
       batch_size=4,
-      view=views.ViewSpec(clip_len=4, size=16),
+      view=views.ViewSpec(clip_len=4, size=16, pretext=_SAME_SUBJECT),
       seed=0,
-      videos_per_subject=2,
     )
 
 
@@ -225,8 +226,10 @@ def test_maskfn_crops_come_from_each_views_centre_frame(hard):
     clip_len=4,
     size=16,
     spatial=_PLAIN,
-    face_parts=face_parts.FaceParts(size=24),
-    hard_negatives=pretext_views.HardNegatives() if hard else None,
+    pretext=options.Pretext(
+      maskfn=options.MaskFN(crop_size=24),
+      hardneg=options.HardNegatives() if hard else None,
+    ),
   )
   make = lambda start=0: streams.pretrain_dataset(
     _keypoint_videos(), 8, batch_size=4, view=view, seed=3, start_step=start
@@ -251,7 +254,7 @@ def test_maskfn_crops_come_from_each_views_centre_frame(hard):
 def test_whole_group_batches_compose_cover_and_resume_exactly():
   groups = np.repeat([5, 9, 2, 7, 11, 4, 3], 2)  # 7 groups of 2 views
   n = len(groups)
-  view = views.ViewSpec(clip_len=4, size=16, spatial=_PLAIN)
+  view = views.ViewSpec(clip_len=4, size=16, spatial=_PLAIN, pretext=_GROUPS)
   make = lambda start=0: streams.pretrain_dataset(
     _keypoint_videos(n, groups=groups),
     n,
@@ -259,7 +262,6 @@ def test_whole_group_batches_compose_cover_and_resume_exactly():
     view=view,
     seed=1,
     start_step=start,
-    whole_groups=True,
   )
   batches = _take(make(), 9)  # 3 batches per epoch, one group left over
   for b in batches:
@@ -275,22 +277,11 @@ def test_whole_group_batches_compose_cover_and_resume_exactly():
 
 
 def test_maskfn_and_groups_need_their_features():
-  view = views.ViewSpec(clip_len=4, size=16, face_parts=face_parts.FaceParts())
+  maskfn = options.Pretext(maskfn=options.MaskFN())
+  view = views.ViewSpec(clip_len=4, size=16, pretext=maskfn)
   ds, _ = fake_videos()
   with pytest.raises(ValueError, match="MaskFN needs each frame's five face"):
     streams.pretrain_dataset(ds, 10, batch_size=2, view=view, seed=0)
-  plain = views.ViewSpec(clip_len=4, size=16)
+  groups = views.ViewSpec(clip_len=4, size=16, pretext=_GROUPS)
   with pytest.raises(ValueError, match="need a 'group_id'"):
-    streams.pretrain_dataset(
-      ds, 10, batch_size=2, view=plain, seed=0, whole_groups=True
-    )
-  with pytest.raises(ValueError, match="choose one"):
-    streams.pretrain_dataset(
-      ds,
-      10,
-      batch_size=2,
-      view=plain,
-      seed=0,
-      whole_groups=True,
-      videos_per_subject=2,
-    )
+    streams.pretrain_dataset(ds, 10, batch_size=2, view=groups, seed=0)

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from stclr_jax.data import sampling
-from stclr_jax.pretext import views
+from stclr_jax.pretext import options, views
 
 SSLFER_FPS = 25 / 6  # SSL-FER's face frames: its offsets are 2..6 frames
 
@@ -25,10 +25,10 @@ def _draws(n, fn):
 
 
 def test_sslfer_defaults_are_its_frames_at_its_frame_rate():
-  shift = views.TemporalShift()
+  shift = options.TemporalShift()
   got = [int(views.frames(o, SSLFER_FPS)) for o in shift.offsets]
   assert got == [2, 3, 4, 5, 6]
-  assert int(views.frames(views.SSLFER_GAP, SSLFER_FPS)) == 12
+  assert int(views.frames(options.SSLFER_GAP, SSLFER_FPS)) == 12
   np.testing.assert_allclose(
     shift.probabilities, np.array([5, 4, 3, 2, 1]) / 15
   )
@@ -39,7 +39,7 @@ def test_shift_offsets_follow_the_weights_and_both_sides_are_even():
   two sequential views is +-(2..6) frames, with counts that pass a
   chi-square test against 5:4:3:2:1 (4 dof, critical 18.47 at p = 0.001)
   and a fair side."""
-  shift = views.TemporalShift()
+  shift = options.TemporalShift()
   n = 6000
 
   def one(seed):
@@ -104,7 +104,7 @@ def test_without_a_shift_the_pair_is_stclr_in_the_segment():
       6,
       ("uniform",),
       seed,
-      views.TemporalShift(),
+      options.TemporalShift(),
       25.0,
     ),
   )
@@ -154,11 +154,11 @@ def test_hard_negative_windows_respect_the_gap(t, modes):
   """All four views of a video: the pairs stay inside their segments, and
   the segments' starts are a gap (``gap`` policy) or half the video
   (``halves``) apart, with 2 s at 25 frames/s = 50 frames."""
-  hard = views.HardNegatives(gap=2.0)
+  hard = options.HardNegatives(gap=2.0)
   rows = _draws(
     150,
     lambda seed: views.video_indices(
-      t, 8, modes, seed, shift=views.TemporalShift(), hard=hard, fps=25.0
+      t, 8, modes, seed, shift=options.TemporalShift(), hard=hard, fps=25.0
     ),
   )
   for r in rows:
@@ -189,6 +189,6 @@ def test_hard_negative_windows_respect_the_gap(t, modes):
 )
 def test_bad_shift_settings_raise(kw, match):
   with pytest.raises(ValueError, match=match):
-    views.TemporalShift(**kw)
+    options.TemporalShift(**kw)
   with pytest.raises(ValueError, match="gap must be > 0"):
-    views.HardNegatives(gap=0.0)
+    options.HardNegatives(gap=0.0)

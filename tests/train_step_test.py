@@ -209,8 +209,8 @@ def test_eight_devices_equal_one_with_the_other_losses_in_float64(loss, hard):
       name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4
     )
     config.model.dtype = "float64"
-    config.pretext.maskfn = loss == "maskfn"
-    config.pretext.multi_view_positives = loss == "multi_positive"
+    config.pretext.maskfn.enabled = loss == "maskfn"
+    config.pretext.clmex.enabled = loss == "multi_positive"
     batch = _batch(hard=hard, parts=True, groups=True)
     batch = {
       k: v.astype(np.float64) if v.dtype == np.float32 else v
@@ -304,7 +304,7 @@ def test_the_step_scores_the_loss_of_its_rows_descriptors_and_groups():
   assert objectives.NTXent(0.1).inputs(b) == ()
   # The step's loss equals losses.maskfn on the same rows.
   config = _config(name="sgd", learning_rate=0.0, momentum=0.0)
-  config.pretext.maskfn = True
+  config.pretext.maskfn.enabled = True
   mesh, state, step = setup_step(config, jax.devices()[:1])
   graphdef = nnx.graphdef(factory.create_model(config))
   model = nnx.merge(graphdef, state.params, state.batch_stats, copy=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from stclr_jax import train
+from stclr_jax.pretext import batch as batch_lib
 
 # The main command, with Orbax's commit of step 6 (the rename of its
 # temporary folder to "6") held back, so that a kill lands while that save
@@ -39,19 +40,19 @@ app.run(main.main)
 # videos take the halves policy and the 6-8 frame ones the gap policy;
 # shifts of 1-2 frames do not always fit.
 _ALL_PRETEXT = {
-  "pretext.temporal_shift": True,
-  "pretext.shift_offsets": "(0.04,0.08)",
-  "pretext.shift_weights": "(2.0,1.0)",
-  "pretext.hard_negatives": True,
-  "pretext.hard_negative_gap": 0.12,
-  "pretext.same_subject_negatives": True,
+  "pretext.timeaug.enabled": True,
+  "pretext.timeaug.offsets": "(0.04,0.08)",
+  "pretext.timeaug.weights": "(2.0,1.0)",
+  "pretext.hardneg.enabled": True,
+  "pretext.hardneg.gap": 0.12,
+  "pretext.samesubject.enabled": True,
 }
 # SSL-FER's TimeAug + HardNeg + MaskFN (the crops of all four clips, their
 # HOG descriptors in the step, k* over the batch).
 _SSLFER = {
-  **{k: v for k, v in _ALL_PRETEXT.items() if "same_subject" not in k},
-  "pretext.maskfn": True,
-  "pretext.maskfn_crop_size": 24,
+  **{k: v for k, v in _ALL_PRETEXT.items() if "samesubject" not in k},
+  "pretext.maskfn.enabled": True,
+  "pretext.maskfn.crop_size": 24,
 }
 
 
@@ -143,7 +144,7 @@ def test_sigterm_is_caught_once_then_the_previous_handler_is_back():
 
 
 def test_pretext_counts_are_shares_of_the_window_then_reset():
-  counts = train.PretextCounts()
+  counts = batch_lib.Counts()
   assert counts.read() == {}  # options off: nothing logged
   # Hard negatives on: 2 pairs per video, shift_clamped counts both.
   counts.add(

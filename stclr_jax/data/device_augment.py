@@ -17,7 +17,8 @@ zero row where a coordinate rounds past the frame's last pixel is the
 same; the arithmetic agrees to float32 rounding
 (tests/data_device_augment_test.py).
 
-Shipped per clip (``K`` = ``view_a``, ``view_b``, ``hard_a``, ``hard_b``):
+Shipped per clip (``K``: each view of the batch schema,
+:mod:`stclr_jax.pretext.batch`):
 
 * ``K``: uint8 ``(T, H, W, 3)``, the sampled frames, zero-padded at the
   bottom and right to one ship size for the run;
@@ -32,6 +33,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from stclr_jax.pretext import batch as batch_lib
+
 # Layout of ``K_aug``.
 FLIP, JITTER, BRIGHTNESS, CONTRAST, SATURATION, HUE = range(6)
 ORDER = slice(6, 10)  # the colour ops' order: indices into COLOUR_OPS
@@ -40,8 +43,6 @@ NUM_PARAMS = 11
 COLOUR_OPS = ("brightness", "contrast", "saturation", "hue")
 # tf.image.rgb_to_grayscale's weights.
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-# The views a batch may ship for device augmentation.
-VIEWS = ("view_a", "view_b", "hard_a", "hard_b")
 
 
 def crop_resize(frames_TxHxWxC: jax.Array, coords_2xS: jax.Array):
@@ -195,18 +196,15 @@ def augment_clip(frames, coords, params):
 def augment_views(batch: dict) -> dict:
   """``batch`` with every shipped view (``K``, ``K_crop``, ``K_aug``)
   replaced by its augmented float32 clips in [0, 1], ``(B, T, S, S, 3)``;
-  other entries as they are. A batch without ``view_a_crop`` is returned
-  unchanged (the host augmented it)."""
-  if "view_a_crop" not in batch:
+  other entries as they are. A batch that was not shipped
+  (:func:`stclr_jax.pretext.batch.is_shipped`) is returned unchanged (the
+  host augmented it)."""
+  if not batch_lib.is_shipped(batch):
     return batch
-  out = {
-    k: v
-    for k, v in batch.items()
-    if not k.endswith("_crop") and not k.endswith("_aug")
-  }
-  for k in VIEWS:
-    if k in batch:
-      out[k] = jax.vmap(augment_clip)(
-        batch[k], batch[f"{k}_crop"], batch[f"{k}_aug"]
-      )
+  views = [k for k in batch_lib.VIEWS if k in batch]
+  params = {p for v in views for p in batch_lib.shipped_keys(v)}
+  out = {k: v for k, v in batch.items() if k not in params}
+  for k in views:
+    crop, aug = batch_lib.shipped_keys(k)
+    out[k] = jax.vmap(augment_clip)(batch[k], batch[crop], batch[aug])
   return out

@@ -24,8 +24,7 @@ from stclr_jax.data import streams as streams_lib
 from stclr_jax.data import videos as videos_lib
 from stclr_jax.data import views as views_lib
 from stclr_jax.data.datasets import video_folder
-from stclr_jax.pretext import face_parts as face_parts_lib
-from stclr_jax.pretext import views as pretext_views
+from stclr_jax.pretext import options as pretext_options
 
 
 def _process(process_index, process_count):
@@ -147,6 +146,9 @@ def placement(aug, video_shape=None) -> str:
 
 
 def view_spec(config, video_shape=None) -> views_lib.ViewSpec:
+  """The pretraining views of ``config``: its clips, augmentation and
+  pretext options (:meth:`stclr_jax.pretext.options.Pretext.from_config`,
+  which validates them)."""
   modes = tuple(
     m.strip() for m in config.aug.temporal_modes.split(",") if m.strip()
   )
@@ -156,34 +158,12 @@ def view_spec(config, video_shape=None) -> views_lib.ViewSpec:
         f"config.aug.temporal_modes: unknown sampler {m!r}; "
         f"choose from {sampling.MODES}"
       )
-  p = config.get("pretext")
-  shift = hard = parts = None
-  fps = pretext_views.DEFAULT_FPS
-  if p is not None:
-    try:
-      if p.temporal_shift:
-        shift = pretext_views.TemporalShift(
-          offsets=tuple(float(x) for x in p.shift_offsets),
-          weights=tuple(float(x) for x in p.shift_weights),
-        )
-      if p.hard_negatives:
-        hard = pretext_views.HardNegatives(gap=float(p.hard_negative_gap))
-      if p.get("maskfn", False):
-        parts = face_parts_lib.FaceParts(size=int(p.maskfn_crop_size))
-    except ValueError as e:
-      raise ValueError(f"config.pretext: {e}") from None
-    fps = float(p.default_fps)
-    if not fps > 0:
-      raise ValueError(f"config.pretext.default_fps must be > 0, got {fps}")
   return views_lib.ViewSpec(
     clip_len=config.data.clip_len,
     size=config.data.size,
     temporal_modes=modes,
     spatial=spatial_augment(config.aug),
-    shift=shift,
-    hard_negatives=hard,
-    default_fps=fps,
-    face_parts=parts,
+    pretext=pretext_options.Pretext.from_config(config),
     placement=placement(config.aug, video_shape),
     ship_size=_ship_size(config.aug),
   )
@@ -199,20 +179,6 @@ def _ship_size(aug) -> tuple[int, int] | None:
       f"set's frame size; got {size}"
     )
   return size
-
-
-def whole_groups(config) -> bool:
-  """Multi-view positives (CL-MEx): batches of whole groups."""
-  p = config.get("pretext")
-  return bool(p is not None and p.get("multi_view_positives", False))
-
-
-def videos_per_subject(config) -> int:
-  """``m`` of same-subject negatives, 0 when they are off."""
-  p = config.get("pretext")
-  if p is None or not p.same_subject_negatives:
-    return 0
-  return int(p.videos_per_subject)
 
 
 def num_data_shards(data, process_count: int) -> int:
@@ -279,8 +245,6 @@ def pretrain_input(
         cache=config.data.cache,
         cache_frame_size=config.data.cache_frame_size or None,
         shard_index=s,
-        videos_per_subject=videos_per_subject(config),
-        whole_groups=whole_groups(config),
       )
     )
   if len(streams) == 1:

@@ -1,7 +1,8 @@
 """Writes a PNG of what the model sees: for a few videos, the frames of view
 1 and view 2 side by side, exactly as the pretraining stream makes them;
-with hard negatives (``pretext.hard_negatives``), the four views of each
-video: A | P | NA | NP (the positive pair, then the second pair).
+with hard negatives (``pretext.hardneg``), the four views of each video:
+A | P | NA | NP (the positive pair, then the second pair). The views are
+the batch schema's (:mod:`stclr_jax.pretext.batch`).
 
   python -m stclr_jax.data.preview --config=configs/stclr_synthetic.py \
       --out=preview.png [--num_videos=4]
@@ -15,6 +16,8 @@ from ml_collections import config_flags
 from PIL import Image
 
 from stclr_jax.data import input as input_lib
+from stclr_jax.pretext import batch as batch_lib
+from stclr_jax.pretext import options as pretext_options
 
 
 def grid(*views: np.ndarray, gap: int = 4) -> np.ndarray:
@@ -42,8 +45,8 @@ def write_preview(config, out: str, num_videos: int = 4) -> str:
     config, process_index=0, process_count=1
   )
   batch = next(batches.as_numpy_iterator())
-  names = ("view_a", "view_b", "hard_a", "hard_b")
-  Image.fromarray(grid(*(batch[k] for k in names if k in batch))).save(out)
+  views = batch_lib.BatchSchema.of(batch).views
+  Image.fromarray(grid(*(batch[k] for k in views))).save(out)
   return out
 
 
@@ -51,7 +54,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   path = write_preview(f.config, f.out, f.num_videos)
-  hard = f.config.get("pretext") and f.config.pretext.hard_negatives
+  hard = pretext_options.Pretext.from_config(f.config).hardneg is not None
   cols = "A | P | NA | NP" if hard else "view 1 | view 2"
   print(f"wrote {path}: {f.num_videos} videos, {cols}")
 

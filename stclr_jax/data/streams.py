@@ -46,31 +46,26 @@ def pretrain_dataset(
   cache: bool = True,
   cache_frame_size: int | None = None,
   shard_index: int = 0,
-  videos_per_subject: int = 0,
-  whole_groups: bool = False,
 ) -> tf.data.Dataset:
-  """Endless stream of ``{"view_a", "view_b", "subject_id"}`` batches for
-  contrastive pretraining (one host's share of the batch). Labels are
+  """Endless stream of pretraining batches (one host's share of the
+  batch), with the keys of ``view.schema``
+  (:class:`stclr_jax.pretext.batch.BatchSchema`): ``view_a``, ``view_b``
+  and ``subject_id``, and what ``view.pretext``'s options add. Labels are
   dropped at the first step: nothing downstream can read them.
 
-  With ``view.hard_negatives`` a batch also holds the second pair,
-  ``"hard_a"`` and ``"hard_b"`` (NA and NP), and ``"gap_policy"`` per
-  video; with ``view.shift``, ``"shift_clamped"`` counts the video's pairs
-  whose shift was cut (pretext/views.py); with ``view.face_parts``,
-  ``"parts_a"`` and ``"parts_b"`` (and ``"parts_hard_a"``,
-  ``"parts_hard_b"``) hold each view's eye and mouth crops, uint8 ``(2, S,
-  S, 3)``; with ``whole_groups``, ``"group"`` is each video's group id.
-  With ``view.placement == "device"`` every view ``K`` is shipped
-  un-augmented, uint8 at the cached frame size (padded to the ship size),
-  with ``"K_crop"`` and ``"K_aug"``: the same draws, for the step to apply
-  (data/device_augment.py).
+  The options (:class:`stclr_jax.pretext.options.Pretext`) also choose
+  which videos share a batch: same-subject batches of ``batch_size / m``
+  subjects x ``m`` videos (``samesubject``, :func:`_subject_stream`),
+  every group (``group_id``: CL-MEx's views of one sequence) whole in one
+  batch (``clmex``, :func:`_group_stream`), or a shuffle.
 
   Args:
     examples: this host's videos (``video`` uint8 (T,H,W,3), optional
       ``subject_id``, ``fps``, ``keypoints`` (T,5,2), ``group_id``), a finite
       dataset of ``num_examples``.
     batch_size: videos per batch on this host (global batch / processes).
-    view: clip length, output size and the augmentations.
+    view: clip length, output size, the augmentations and the pretext
+      options.
     seed: the run's data seed.
     start_step: number of batches already consumed (resume).
     cache: keep decoded (and possibly downscaled) videos in memory.
@@ -78,19 +73,11 @@ def pretrain_dataset(
       that their shorter side is this many pixels.
     shard_index: index of this logical data shard; folded into the seeds so
       that shards draw independent augmentations.
-    videos_per_subject: ``m > 0``: same-subject negatives, batches of
-      ``batch_size / m`` subjects x ``m`` videos (:func:`_subject_stream`).
-    whole_groups: every group (``group_id``: CL-MEx's views of one
-      sequence) whole in one batch (:func:`_group_stream`).
   """
   videos.check_nonempty(num_examples, "pretrain_dataset")
-  if videos_per_subject and whole_groups:
-    raise ValueError(
-      "pretrain_dataset: same-subject batches and whole groups are two "
-      "batch compositions; choose one"
-    )
+  pretext = view.pretext
   fields = examples.element_spec
-  with_keypoints = view.face_parts is not None
+  with_keypoints = pretext.maskfn is not None
   if with_keypoints and "keypoints" not in fields:
     raise ValueError(
       "MaskFN needs each frame's five face keypoints (a 'keypoints' feature "
@@ -98,13 +85,13 @@ def pretrain_dataset(
       f"{sorted(fields)}. `prepare` stores them for your videos; the "
       "synthetic data sets have them"
     )
-  if whole_groups and "group_id" not in fields:
+  if pretext.whole_groups and "group_id" not in fields:
     raise ValueError(
       "whole-group batches (multi-view positives) need a 'group_id' "
       f"feature per video; this data set has only {sorted(fields)}. Give "
       "video_folder a 'group' column, or use a synthetic views config"
     )
-  default_fps = float(view.default_fps)
+  default_fps = float(pretext.default_fps)
   ship = None
   if view.placement == "device":
     ship = views_lib.ship_size(
@@ -118,7 +105,7 @@ def pretrain_dataset(
     out["fps"] = (
       tf.cast(e["fps"], tf.float32) if "fps" in e else tf.constant(default_fps)
     )
-    if whole_groups:
+    if pretext.whole_groups:
       out["group"] = tf.cast(e["group_id"], tf.int32)
     return out
 
@@ -130,9 +117,10 @@ def pretrain_dataset(
     start_step=start_step,
     shard_index=shard_index,
   )
-  if videos_per_subject:
-    stream = _subject_stream(base, num_examples, videos_per_subject, planned)
-  elif whole_groups:
+  if pretext.videos_per_subject:
+    m = pretext.videos_per_subject
+    stream = _subject_stream(base, num_examples, m, planned)
+  elif pretext.whole_groups:
     stream = _group_stream(base, num_examples, planned)
   else:
     stream = _shuffled_stream(

@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import sampling
+from stclr_jax.pretext import batch as batch_lib
 from stclr_jax.pretext import face_parts as face_parts_lib
+from stclr_jax.pretext import options as pretext_options
 from stclr_jax.pretext import views as pretext_views
 
 PLACEMENTS = ("host", "device")
@@ -32,15 +34,10 @@ class ViewSpec:
   size: int = 112
   temporal_modes: tuple[str, ...] = sampling.MODES
   spatial: augment_lib.SpatialAugment = augment_lib.SpatialAugment()
-  # Pretext options (pretext/views.py), off by default: SSL-FER's TimeAug
-  # (``shift``) and HardNeg (``hard_negatives``), and the frame rate of a
-  # data set without an ``fps`` feature.
-  shift: pretext_views.TemporalShift | None = None
-  hard_negatives: pretext_views.HardNegatives | None = None
-  default_fps: float = pretext_views.DEFAULT_FPS
-  # MaskFN's eye and mouth crops of each view's centre frame (``parts_*``,
-  # pretext/face_parts.py).
-  face_parts: face_parts_lib.FaceParts | None = None
+  # The run's pretext options (pretext/options.py): TimeAug and HardNeg
+  # change the views' frames (pretext/views.py), MaskFN adds each view's
+  # face-part crops (pretext/face_parts.py); ``Pretext()``: ST-CLR's pair.
+  pretext: pretext_options.Pretext = pretext_options.Pretext()
   # Where the spatial augmentation runs: "host" (here, in tf.data) or
   # "device" (the step applies it: data/device_augment.py); the draws are
   # the same. ``ship_size``: the (H, W) every shipped clip is padded to on
@@ -54,6 +51,11 @@ class ViewSpec:
         f"augmentation placement {self.placement!r} unknown; choose from "
         f"{PLACEMENTS}"
       )
+
+  @property
+  def schema(self) -> batch_lib.BatchSchema:
+    """The keys of the elements :func:`pretrain_views` makes."""
+    return self.pretext.schema(shipped=self.placement == "device")
 
 
 def ship_size(video_shape, cache_frame_size, requested) -> tuple[int, int]:
@@ -102,14 +104,13 @@ def _shipped(frames, seed, view: ViewSpec, ship):
   return frames, coords, vec
 
 
-# Each view: its key in the element, its frame indices' key in the draws
-# and its face-part crops' key.
-_VIEWS = (
-  ("view_a", "idx_a", "parts_a"),
-  ("view_b", "idx_b", "parts_b"),
-  ("hard_a", "hard_a", "parts_hard_a"),
-  ("hard_b", "hard_b", "parts_hard_b"),
-)
+# Each view's frame indices' key in the draws (pretext/views.py).
+_INDICES = {
+  batch_lib.VIEW_A: "idx_a",
+  batch_lib.VIEW_B: "idx_b",
+  batch_lib.HARD_A: "hard_a",
+  batch_lib.HARD_B: "hard_b",
+}
 
 
 def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
@@ -118,17 +119,19 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
   the views that :func:`stclr_jax.pretext.views.view_draws` draws,
   augmented here or shipped for the device (``ship``: the device path's
   frame size, :func:`ship_size`), with the options' fields and MaskFN's
-  crops."""
+  crops; its keys are ``view.schema``'s
+  (:class:`stclr_jax.pretext.batch.BatchSchema`)."""
   n = ex["num_frames"]
   shape = [view.clip_len, view.size, view.size, 3]
+  pretext = view.pretext
+  schema = view.schema
   out = {}
 
   def clip(key, idx, s):
     frames = tf.gather(ex["video"], idx)
     if view.placement == "device":
-      out[key], out[f"{key}_crop"], out[f"{key}_aug"] = _shipped(
-        frames, s, view, ship
-      )
+      crop, aug = batch_lib.shipped_keys(key)
+      out[key], out[crop], out[aug] = _shipped(frames, s, view, ship)
     else:
       out[key] = tf.ensure_shape(
         augment_lib.augment_clip(frames, s, view.size, view.spatial), shape
@@ -137,32 +140,31 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
   def parts(idx):
     """The un-augmented eye and mouth crops of the clip's centre frame."""
     t = idx[view.clip_len // 2]
-    size = view.face_parts.size
+    size = pretext.crop_size
     return tf.ensure_shape(
       face_parts_lib.face_part_crops(ex["video"][t], ex["keypoints"][t], size),
       [len(face_parts_lib.PARTS), size, size, 3],
     )
 
-  options = view.shift is not None or view.hard_negatives is not None
+  options = pretext.timeaug is not None or pretext.hardneg is not None
   idx, seeds = pretext_views.view_draws(
     n,
     view.clip_len,
     view.temporal_modes,
     elem_seed,
-    shift=view.shift,
-    hard=view.hard_negatives,
-    fps=ex["fps"] if options else view.default_fps,
+    shift=pretext.timeaug,
+    hard=pretext.hardneg,
+    fps=ex["fps"] if options else pretext.default_fps,
   )
-  for key, idx_key, parts_key in _VIEWS:
-    if key in seeds:
-      clip(key, idx[idx_key], seeds[key])
-      if view.face_parts is not None:
-        out[parts_key] = parts(idx[idx_key])
-  out["subject_id"] = ex["subject_id"]
-  if view.hard_negatives is not None:
-    out["gap_policy"] = idx["gap_policy"]
-  if view.shift is not None:
-    out["shift_clamped"] = idx["shift_clamped"]
-  if "group" in ex:
-    out["group"] = ex["group"]
+  for key in schema.views:
+    clip(key, idx[_INDICES[key]], seeds[key])
+  for key, parts_key in zip(schema.views, schema.parts_keys):
+    out[parts_key] = parts(idx[_INDICES[key]])
+  out[batch_lib.SUBJECT] = ex["subject_id"]
+  for key in (batch_lib.GAP_POLICY, batch_lib.SHIFT_CLAMPED):
+    if key in schema.host_keys:
+      out[key] = idx[key]
+  if schema.group:
+    out[batch_lib.GROUP] = ex["group"]
+  schema.check(out, "pretrain_views")
   return out

@@ -34,8 +34,8 @@ from jax.sharding import Mesh
 from stclr_jax import descriptors as descriptors_lib
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
-
-HARD_VIEWS = ("hard_a", "hard_b")
+from stclr_jax.pretext import batch as batch_lib
+from stclr_jax.pretext import options as options_lib
 
 
 class Objective(Protocol):
@@ -56,7 +56,7 @@ def contrastive_pairs(batch: dict, a: str, b: str, hard_a: str, hard_b: str):
   """Per-row companions of :func:`contrastive_views`' stacks: ``batch[a]``
   and ``batch[b]``, interleaved with ``batch[hard_a]``, ``batch[hard_b]``
   when the batch has hard negatives."""
-  if HARD_VIEWS[0] not in batch:
+  if batch_lib.HARD_A not in batch:
     return batch[a], batch[b]
   return _interleave(batch[a], batch[hard_a]), _interleave(
     batch[b], batch[hard_b]
@@ -68,10 +68,10 @@ def row_groups(batch: dict) -> jax.Array:
   video's ``group`` (>= 0) becomes ``2 * group``, its hard-negative pair
   (another moment of it) ``2 * group + 1``; videos without a group (-1)
   get ids of their own (negative), so their only positive is their pair."""
-  g = batch["group"].astype(jnp.int32)
+  g = batch[batch_lib.GROUP].astype(jnp.int32)
   own = -2 - 2 * jnp.arange(g.shape[0], dtype=jnp.int32)
   ids = jnp.where(g >= 0, 2 * g, own)
-  if HARD_VIEWS[0] not in batch:
+  if batch_lib.HARD_A not in batch:
     return ids
   return _interleave(ids, ids + 1)
 
@@ -88,7 +88,7 @@ def contrastive_views(batch: dict) -> tuple[jax.Array, jax.Array]:
   each device keeps the four clips of its own videos; NT-Xent is a mean
   over pairs, so the order of the pairs does not change it.
   """
-  return contrastive_pairs(batch, "view_a", "view_b", *HARD_VIEWS)
+  return contrastive_pairs(batch, *batch_lib.PAIR, *batch_lib.HARD_PAIR)
 
 
 class Contrastive:
@@ -97,7 +97,7 @@ class Contrastive:
   ``shard_map``. Subclasses set ``body`` and, for extra per-row inputs,
   ``inputs``."""
 
-  batch_keys: tuple[str, ...] = ("view_a", "view_b")
+  batch_keys: tuple[str, ...] = batch_lib.PAIR
 
   def body(self, axis_name: str) -> Callable:
     raise NotImplementedError
@@ -135,7 +135,7 @@ class MaskFN(Contrastive):
   face-part crops (``parts_*``) are computed on the device, frozen."""
 
   temperature: float
-  weight: float = losses_lib.MASKFN_WEIGHT
+  weight: float = options_lib.SSLFER_MASKFN_WEIGHT
   descriptor: str = "hog"
 
   def __post_init__(self):
@@ -147,11 +147,11 @@ class MaskFN(Contrastive):
 
   @property
   def batch_keys(self):
-    return ("view_a", "view_b", "parts_a", "parts_b")
+    return (*batch_lib.PAIR, *(batch_lib.PARTS[v] for v in batch_lib.PAIR))
 
   def inputs(self, batch):
     p_a, p_b = contrastive_pairs(
-      batch, "parts_a", "parts_b", "parts_hard_a", "parts_hard_b"
+      batch, *(batch_lib.PARTS[v] for v in batch_lib.VIEWS)
     )
     return (
       descriptors_lib.part_descriptors(p_a, self.descriptor),
@@ -176,7 +176,7 @@ class MultiPositive(Contrastive):
 
   @property
   def batch_keys(self):
-    return ("view_a", "view_b", "group")
+    return (*batch_lib.PAIR, batch_lib.GROUP)
 
   def inputs(self, batch):
     return (row_groups(batch),)
@@ -189,23 +189,22 @@ class MultiPositive(Contrastive):
     )
 
 
-def from_config(config) -> Objective:
-  """The objective of a pretraining config: MaskFN
-  (``pretext.maskfn``), CL-MEx's multi-positive NT-Xent
-  (``pretext.multi_view_positives``) or NT-Xent, at
-  ``loss.temperature``."""
-  p = config.get("pretext")
-  maskfn = bool(p is not None and p.get("maskfn", False))
-  views = bool(p is not None and p.get("multi_view_positives", False))
-  if maskfn and views:
-    raise ValueError(
-      "config.pretext: maskfn and multi_view_positives are two losses "
-      "(a false negative moved to the positives, and several positives "
-      "by group); turn one off"
-    )
-  t = float(config.loss.temperature)
-  if maskfn:
-    return MaskFN(t, float(p.maskfn_weight), p.maskfn_descriptor)
-  if views:
+def from_options(pretext: options_lib.Pretext, temperature: float) -> Objective:
+  """The objective of resolved pretext options
+  (:class:`~stclr_jax.pretext.options.Pretext`): MaskFN, CL-MEx's
+  multi-positive NT-Xent or NT-Xent, at ``temperature`` (the options
+  exclude MaskFN with CL-MEx)."""
+  t = float(temperature)
+  if pretext.maskfn is not None:
+    m = pretext.maskfn
+    return MaskFN(t, float(m.weight), m.descriptor)
+  if pretext.clmex is not None:
     return MultiPositive(t)
   return NTXent(t)
+
+
+def from_config(config) -> Objective:
+  """The objective of a pretraining config: :func:`from_options` of its
+  ``pretext`` section at ``loss.temperature``."""
+  pretext = options_lib.Pretext.from_config(config)
+  return from_options(pretext, config.loss.temperature)

@@ -55,7 +55,7 @@ def check_subjects(subjects, videos_per_subject: int, batch_size: int, what):
       f"{what}: same-subject negatives need subject ids, and {missing} of "
       f"the {len(subjects)} videos have none (subject_id -1). Give the data "
       "set a subject per video (video_folder: the manifest's subject "
-      "column) or turn pretext.same_subject_negatives off"
+      "column) or turn pretext.samesubject off"
     )
   ids, counts = np.unique(subjects, return_counts=True)
   k = batch_size // m

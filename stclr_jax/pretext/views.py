@@ -6,7 +6,8 @@ Both are off by default: the paper's ST-CLR draws each view with its own
 sampler over the whole video (:func:`view_draws` draws every view of a
 video, with the options or without).
 
-**Temporal shift** (SSL-FER's TimeAug; :class:`TemporalShift`). View A is
+**Temporal shift** (SSL-FER's TimeAug;
+:class:`~stclr_jax.pretext.options.TemporalShift`). View A is
 drawn by ST-CLR's samplers as usual; its *window* is the span from its
 first to its last frame. View B is drawn by its own sampler inside that
 window moved by ``sign * delta`` frames, where ``delta = round(offset *
@@ -23,7 +24,8 @@ ST-CLR's pair (the same distribution, drawn from other seeds). ST-CLR's
 most pairs are cut: the count says how many. SSL-FER instead dropped such
 frames; nothing is dropped here.
 
-**Hard negatives** (SSL-FER's HardNeg; :class:`HardNegatives`). Each video
+**Hard negatives** (SSL-FER's HardNeg;
+:class:`~stclr_jax.pretext.options.HardNegatives`). Each video
 gives a second pair ``(NA, NP)`` from a segment whose start is at least
 ``gap`` seconds from the first pair's segment; the two pairs are drawn
 alike (samplers, then the temporal shift if on) inside their segments. The
@@ -47,58 +49,16 @@ The frame rate is the data set's ``fps`` feature where it has one, else
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from stclr_jax.data import sampling
+from stclr_jax.pretext.options import (
+  DEFAULT_FPS,
+  HardNegatives,
+  TemporalShift,
+)
 
-# SSL-FER (data_aug/data_loader.py): 2..6 frames at 25/6 frames/s, weights
-# 5:4:3:2:1 ("distr_mode c"); a hard negative 12 frames (2.88 s) away.
-SSLFER_OFFSETS = (0.48, 0.72, 0.96, 1.20, 1.44)
-SSLFER_WEIGHTS = (5.0, 4.0, 3.0, 2.0, 1.0)
-SSLFER_GAP = 2.88
-DEFAULT_FPS = 25.0
-
-GAP, HALVES, NO_GAP = 0, 1, 2
-
-
-@dataclasses.dataclass(frozen=True)
-class TemporalShift:
-  """View B's window moved from view A's by a drawn offset (seconds)."""
-
-  offsets: tuple[float, ...] = SSLFER_OFFSETS
-  weights: tuple[float, ...] = SSLFER_WEIGHTS
-
-  def __post_init__(self):
-    if not self.offsets or len(self.offsets) != len(self.weights):
-      raise ValueError(
-        "temporal shift: offsets and weights must be non-empty and of "
-        f"equal length, got {self.offsets} and {self.weights}"
-      )
-    if min(self.offsets) < 0 or min(self.weights) < 0:
-      raise ValueError(
-        "temporal shift: offsets and weights must be >= 0, got "
-        f"{self.offsets} and {self.weights}"
-      )
-    if sum(self.weights) <= 0:
-      raise ValueError("temporal shift: the weights sum to 0")
-
-  @property
-  def probabilities(self) -> tuple[float, ...]:
-    s = float(sum(self.weights))
-    return tuple(w / s for w in self.weights)
-
-
-@dataclasses.dataclass(frozen=True)
-class HardNegatives:
-  """A second pair per video, ``gap`` seconds from the first."""
-
-  gap: float = SSLFER_GAP
-
-  def __post_init__(self):
-    if not self.gap > 0:
-      raise ValueError(f"hard negatives: gap must be > 0 s, got {self.gap}")
+GAP, HALVES, NO_GAP = 0, 1, 2  # batch.GAP_POLICIES' order
 
 
 def frames(seconds, fps) -> tf.Tensor:
