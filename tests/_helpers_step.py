@@ -7,6 +7,7 @@ from configs import stclr_synthetic
 from stclr_jax import mesh as mesh_lib
 from stclr_jax import optim as optim_lib
 from stclr_jax import train
+from stclr_jax.pretext import batch as batch_lib
 
 
 def config(**optim):
@@ -24,28 +25,28 @@ def batch(seed=0, b=8, hard=False, parts=False, groups=False):
   the two views of a video alike; ``groups``: a ``group`` id per video
   (videos 0-2 one group, 3-4 another, the last video none)."""
   rng = np.random.default_rng(seed)
+  schema = batch_lib.BatchSchema(hard=hard, parts=parts, group=groups)
   base = rng.uniform(size=(b, 4, 32, 32, 3)).astype(np.float32)
   noise = lambda: rng.normal(0, 0.05, base.shape).astype(np.float32)
-  out = {
-    "view_a": np.clip(base + noise(), 0, 1),
-    "view_b": np.clip(base + noise(), 0, 1),
-  }
+  out = {k: np.clip(base + noise(), 0, 1) for k in batch_lib.PAIR}
   if hard:
     other = np.clip(base + rng.normal(0, 0.3, base.shape), 0, 1)
-    out["hard_a"] = np.clip(other + noise(), 0, 1).astype(np.float32)
-    out["hard_b"] = np.clip(other + noise(), 0, 1).astype(np.float32)
+    for k in batch_lib.HARD_PAIR:
+      out[k] = np.clip(other + noise(), 0, 1).astype(np.float32)
   if parts:
-    for pair in ("", "hard_") if hard else ("",):
+    # The two views of a pair share their crops, jittered apart.
+    for pair in (batch_lib.PAIR, batch_lib.HARD_PAIR)[: 2 if hard else 1]:
       crops = rng.integers(0, 256, (b, 2, 24, 24, 3))
-      for v in "ab":
+      for v in pair:
         jitter = rng.integers(-8, 9, crops.shape)
-        out[f"parts_{pair}{v}"] = np.clip(crops + jitter, 0, 255).astype(
+        out[batch_lib.PARTS[v]] = np.clip(crops + jitter, 0, 255).astype(
           np.uint8
         )
   if groups:
     ids = np.arange(b, dtype=np.int32) + 10
     ids[:3], ids[3:5], ids[-1] = 7, 3, -1
-    out["group"] = ids
+    out[batch_lib.GROUP] = ids
+  assert set(out) == set(schema.model_keys), (sorted(out), schema)
   return out
 
 
