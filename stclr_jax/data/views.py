@@ -146,15 +146,13 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
       [len(face_parts_lib.PARTS), size, size, 3],
     )
 
-  options = pretext.timeaug is not None or pretext.hardneg is not None
   idx, seeds = pretext_views.view_draws(
     n,
     view.clip_len,
     view.temporal_modes,
     elem_seed,
-    shift=pretext.timeaug,
-    hard=pretext.hardneg,
-    fps=ex["fps"] if options else pretext.default_fps,
+    pretext,
+    fps=ex["fps"],
   )
   for key in schema.views:
     clip(key, idx[_INDICES[key]], seeds[key])

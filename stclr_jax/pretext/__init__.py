@@ -1,4 +1,11 @@
-"""Pretext methods, in four rooms:
+"""Pretext methods. Two modules say what a run has:
+
+* :mod:`~stclr_jax.pretext.options`: each method's config section,
+  resolved and validated once (:class:`~stclr_jax.pretext.options.Pretext`).
+* :mod:`~stclr_jax.pretext.batch`: the batch's keys (its schema) and the
+  host's counters.
+
+and four rooms do the work:
 
 * :mod:`~stclr_jax.pretext.views`: which frames form a video's views
   (ST-CLR's pair, SSL-FER's TimeAug and HardNeg), in TF ops.

@@ -9,22 +9,11 @@ tight, with room for an open jaw).
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 EYE_BOX = (0.3, 0.2, 0.2)  # across, above, below
 MOUTH_BOX = (0.05, 0.25, 0.45)
 PARTS = ("eyes", "mouth")
-
-
-@dataclasses.dataclass(frozen=True)
-class FaceParts:
-  """MaskFN's crops: each view's centre frame, un-augmented, gives the
-  eyes' and the mouth's crop, zero-padded square and resized to ``size``
-  (SSL-FER: 64)."""
-
-  size: int = 64
 
 
 def _part_box(points, d, box):

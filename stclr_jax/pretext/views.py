@@ -52,9 +52,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 from stclr_jax.data import sampling
+from stclr_jax.pretext.batch import HARD_A, HARD_B, VIEW_A, VIEW_B
 from stclr_jax.pretext.options import (
   DEFAULT_FPS,
   HardNegatives,
+  Pretext,
   TemporalShift,
 )
 
@@ -204,13 +206,13 @@ def view_draws(
   clip_len: int,
   modes,
   seed,
-  *,
-  shift: TemporalShift | None = None,
-  hard: HardNegatives | None = None,
-  fps=DEFAULT_FPS,
+  pretext: Pretext = Pretext(),
+  fps=None,
 ) -> tuple[dict, dict]:
   """``(indices, seeds)``: every pretraining view of one video, drawn from
-  its element ``seed``. ``indices`` are the views' frame indices as
+  its element ``seed``, under the run's ``pretext`` options (TimeAug's
+  shift and HardNeg's second pair; ``fps``: the video's frame rate, else
+  ``pretext.default_fps``). ``indices`` are the views' frame indices as
   :func:`video_indices` names them (``idx_a``, ``idx_b``, and with the
   options its other fields); ``seeds`` the stateless seed of each view's
   spatial augmentation, by view: ``view_a``, ``view_b``, and with ``hard``
@@ -225,15 +227,18 @@ def view_draws(
   (the next two, and the last two with ``hard``).
   """
   modes = tuple(modes)
+  shift, hard = pretext.timeaug, pretext.hardneg
+  if fps is None:
+    fps = pretext.default_fps
   if shift is None and hard is None:
     s = tf.random.experimental.stateless_split(seed, 4)
     idx_a, idx_b, _ = pair_indices(0, num_frames, clip_len, modes, seed)
-    return {"idx_a": idx_a, "idx_b": idx_b}, {"view_a": s[2], "view_b": s[3]}
+    return {"idx_a": idx_a, "idx_b": idx_b}, {VIEW_A: s[2], VIEW_B: s[3]}
   s = tf.random.experimental.stateless_split(seed, 5)
   idx = video_indices(
     num_frames, clip_len, modes, s[0], shift=shift, hard=hard, fps=fps
   )
-  seeds = {"view_a": s[1], "view_b": s[2]}
+  seeds = {VIEW_A: s[1], VIEW_B: s[2]}
   if hard is not None:
-    seeds.update(hard_a=s[3], hard_b=s[4])
+    seeds.update({HARD_A: s[3], HARD_B: s[4]})
   return idx, seeds

@@ -10,7 +10,7 @@ Each row is ``path[,label][,subject][,group]`` (the contract of
 labels. ``subject`` identifies the person (for subject-independent folds) and
 ``group`` is any free text (session, split...); ``group_id`` numbers the
 groups (-1 for none), and CL-MEx's multi-view positives take the videos of
-a group as views of one moment (``pretext.multi_view_positives``).
+a group as views of one moment (``pretext.clmex``).
 
 Face keypoints, for MaskFN (``pretext.maskfn``): ``keypoints.npy`` inside a
 frame folder (as ``python -m stclr_jax.prepare`` writes it), or
