@@ -206,7 +206,7 @@ def _method(name: str, section) -> object | None:
   """The method's options of ``config.pretext.<name>``, None when off."""
   cls = METHODS[name]
   where = f"config.pretext.{name}"
-  if not isinstance(section, Mapping) and not hasattr(section, "keys"):
+  if _flat(section):
     raise ValueError(
       f"{where} must be a section with 'enabled'"
       + (f" (e.g. --{where}.enabled=True)" if isinstance(section, bool) else "")
