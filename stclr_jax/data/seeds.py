@@ -15,10 +15,14 @@ stream that uses it (and the data of every run already made).
 * :data:`PRETRAIN_SHUFFLE` and :data:`LABELLED_SHUFFLE`: the multipliers
   that keep the pretraining stream's shuffles (then ``+ shard``) apart from
   the fine-tuning epochs' shuffles.
-* :data:`SUBJECT_PLAN`, :data:`GROUP_PLAN` and :data:`STREAM_ORDER`: the
-  last word of the NumPy generators of the same-subject batch plan, the
-  whole-group batch plan (both ``[seed, shard, epoch, ...]``) and the
-  labelled stream's order (``[*seed, ...]``).
+* :data:`SUBJECT_PLAN`, :data:`GROUP_PLAN`, :data:`SWAP_ORDER` and
+  :data:`STREAM_ORDER`: the last word of the NumPy generators of the
+  same-subject batch plan, the whole-group batch plan, the shuffle of a
+  stream held in memory for FaceSwap's heads (all three ``[seed, shard,
+  epoch, ...]``) and the labelled stream's order (``[*seed, ...]``).
+* :data:`FACE_SWAP`: folded into an element's seed for FaceSwap's draws
+  (the head, and whether each positive is swapped), so the element's
+  other draws are those of a run without it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ LABELLED_SHUFFLE = 7919
 SUBJECT_PLAN = 0x55B
 GROUP_PLAN = 0x6A0
 STREAM_ORDER = 0x57EB
+SWAP_ORDER = 0x5A9
+FACE_SWAP = 0xF5A
 
 
 def root(seed, shard_index=0) -> tf.Tensor:

@@ -77,11 +77,16 @@ def pretrain_dataset(
   videos.check_nonempty(num_examples, "pretrain_dataset")
   pretext = view.pretext
   fields = examples.element_spec
-  with_keypoints = pretext.maskfn is not None
+  with_keypoints = pretext.keypoints
   if with_keypoints and "keypoints" not in fields:
+    users = " and ".join(
+      n
+      for n, on in (("MaskFN", pretext.maskfn), ("FaceSwap", pretext.faceswap))
+      if on
+    )
     raise ValueError(
-      "MaskFN needs each frame's five face keypoints (a 'keypoints' feature "
-      "of shape (T, 5, 2)); this data set has only "
+      f"{users} needs each frame's five face keypoints (a 'keypoints' "
+      "feature of shape (T, 5, 2)); this data set has only "
       f"{sorted(fields)}. `prepare` stores them for your videos; the "
       "synthetic data sets have them"
     )
@@ -110,18 +115,28 @@ def pretrain_dataset(
     return out
 
   base = examples.map(cached, num_parallel_calls=AUTOTUNE)
-  element = functools.partial(views_lib.pretrain_views, view=view, ship=ship)
   planned = dict(
     batch_size=batch_size,
     seed=seed,
     start_step=start_step,
     shard_index=shard_index,
   )
+  heads = None
+  if pretext.random_access:
+    what = f"pretraining videos held in memory (data shard {shard_index})"
+    store = _store(base, num_examples, what, seed)
+    if pretext.faceswap is not None:
+      heads = views_lib.Heads(store, f"FaceSwap (data shard {shard_index})")
+  element = functools.partial(
+    views_lib.pretrain_views, view=view, ship=ship, heads=heads
+  )
   if pretext.videos_per_subject:
     m = pretext.videos_per_subject
-    stream = _subject_stream(base, num_examples, m, planned)
+    stream = _subject_stream(store, m, planned)
   elif pretext.whole_groups:
-    stream = _group_stream(base, num_examples, planned)
+    stream = _group_stream(store, planned)
+  elif pretext.random_access:
+    stream = _store_shuffled_stream(store, planned)
   else:
     stream = _shuffled_stream(
       base.cache() if cache else base, num_examples, planned
@@ -185,7 +200,7 @@ def _planned_stream(store, plan, epoch_length, planned):
     return tf.data.Dataset.from_tensor_slices(order)
 
   stream = epochs(ordered, epoch_length, **planned)
-  return stream.map(lambda s, i: (s, store.fetch(i)))
+  return stream.map(lambda s, i: (s, {**store.fetch(i), "index": i}))
 
 
 def _store(base, num_examples, what, seed):
@@ -194,7 +209,20 @@ def _store(base, num_examples, what, seed):
   return videos.VideoStore(base, num_examples, what)
 
 
-def _subject_stream(base, num_examples, m, planned):
+def _store_shuffled_stream(store, planned):
+  """``(element seed, video)`` of videos held in memory (for FaceSwap's
+  heads): epoch ``e`` visits them in a permutation seeded by ``(seed,
+  shard, e)``, from the ``start_step``-th batch on."""
+  seed, shard = planned["seed"], planned["shard_index"]
+
+  def plan(e):
+    rng = np.random.default_rng([seed, shard, int(e), seeds.SWAP_ORDER])
+    return rng.permutation(store.size).astype(np.int64)
+
+  return _planned_stream(store, plan, store.size, planned)
+
+
+def _subject_stream(store, m, planned):
   """``(element seed, video)`` in same-subject batch order: per epoch,
   :func:`plans.same_subject_plan` seeded by ``(seed, shard, epoch)``.
   The plan needs random access, so the shard's videos are held in memory
@@ -203,7 +231,7 @@ def _subject_stream(base, num_examples, m, planned):
     planned[k] for k in ("seed", "shard_index", "batch_size")
   )
   what = f"same-subject negatives (data shard {shard})"
-  store = _store(base, num_examples, what, seed)
+  num_examples = store.size
   subjects = store.meta["subject_id"].astype(np.int64)
   plans.check_subjects(subjects, m, batch_size, what)
   info = plans.subject_plan_info(subjects, m, batch_size // m)
@@ -228,7 +256,7 @@ def _subject_stream(base, num_examples, m, planned):
   return _planned_stream(store, plan, info.epoch_length, planned)
 
 
-def _group_stream(base, num_examples, planned):
+def _group_stream(store, planned):
   """``(element seed, video)`` with every group whole in one batch: per
   epoch, :func:`plans.group_plan` seeded by ``(seed, shard, epoch)``
   (videos in memory, as :func:`_subject_stream`)."""
@@ -236,7 +264,7 @@ def _group_stream(base, num_examples, planned):
     planned[k] for k in ("seed", "shard_index", "batch_size")
   )
   what = f"whole-group batches (data shard {shard})"
-  store = _store(base, num_examples, what, seed)
+  num_examples = store.size
   groups = store.meta["group"].astype(np.int64)
   info = plans.group_plan_info(groups, batch_size, what)
   logging.info(

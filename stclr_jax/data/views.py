@@ -2,7 +2,8 @@
 (:class:`ViewSpec`), their frames (:mod:`stclr_jax.pretext.views`), their
 spatial augmentation here on the host or their shipping to the device (the
 step augments them there: :mod:`stclr_jax.data.device_augment`, from the
-same draws), and MaskFN's face-part crops."""
+same draws), MaskFN's face-part crops and FaceSwap's positives (their
+heads: :class:`Heads`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import tensorflow as tf
 
 from stclr_jax.data import augment as augment_lib
 from stclr_jax.data import sampling
+from stclr_jax.data import seeds as seeds_lib
 from stclr_jax.pretext import batch as batch_lib
 from stclr_jax.pretext import face_parts as face_parts_lib
+from stclr_jax.pretext import face_swap as face_swap_lib
 from stclr_jax.pretext import options as pretext_options
 from stclr_jax.pretext import views as pretext_views
 
@@ -104,6 +107,51 @@ def _shipped(frames, seed, view: ViewSpec, ship):
   return frames, coords, vec
 
 
+class Heads:
+  """FaceSwap's heads: a frame, with its keypoints, of a video of another
+  subject of the same data shard (videos held in memory:
+  :class:`stclr_jax.data.videos.VideoStore`). A video without a subject
+  id (-1) takes any other video's frame; a video with one, a frame of a
+  video whose id differs. The frame is drawn among those with keypoints
+  (none: the swap is skipped and counted)."""
+
+  def __init__(self, store, what: str):
+    subjects = np.asarray(store.meta["subject_id"], np.int64)
+    n = len(subjects)
+    for s in np.unique(subjects):
+      other = np.any(subjects != s) if s >= 0 else n > 1
+      if not other:
+        raise ValueError(
+          f"{what}: FaceSwap puts a video's face on another subject's "
+          f"head, and this data shard's {n} videos are all of subject "
+          f"{s}" + (" (it has one video)" if n == 1 else "")
+        )
+    self._store = store
+    self._subjects = tf.constant(subjects.astype(np.int32))
+    self._range = tf.range(n, dtype=tf.int32)
+
+  def draw(self, subject, index, seed):
+    """``(frame, keypoints, video)``: the head of the video ``index`` of
+    subject ``subject``, from ``seed`` (keypoints NaN when the drawn
+    video has no frame with keypoints)."""
+    s = tf.random.experimental.stateless_split(seed, 2)
+    subject = tf.cast(subject, tf.int32)
+    others = tf.where(
+      subject >= 0,
+      self._subjects != subject,
+      self._range != tf.cast(index, tf.int32),
+    )
+    j = face_swap_lib.pick(others, s[0])
+    v = self._store.fetch(j)
+    kp = tf.cast(v["keypoints"], tf.float32)
+    ok = tf.reduce_all(tf.math.is_finite(kp), axis=[1, 2])
+    t = face_swap_lib.pick(ok, s[1])
+    head_kp = tf.where(
+      t >= 0, kp[tf.maximum(t, 0)], tf.fill([5, 2], float("nan"))
+    )
+    return v["video"][tf.maximum(t, 0)], head_kp, j
+
+
 # Each view's frame indices' key in the draws (pretext/views.py).
 _INDICES = {
   batch_lib.VIEW_A: "idx_a",
@@ -113,13 +161,22 @@ _INDICES = {
 }
 
 
-def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
+# FaceSwap's positives and the option's probability of each.
+_SWAPPED = {
+  batch_lib.VIEW_B: "probability",
+  batch_lib.HARD_B: "hard_probability",
+}
+
+
+def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None, heads=None):
   """One video's pretraining element from its element seed and its cached
   fields ``ex`` (see :func:`stclr_jax.data.streams.pretrain_dataset`):
   the views that :func:`stclr_jax.pretext.views.view_draws` draws,
-  augmented here or shipped for the device (``ship``: the device path's
-  frame size, :func:`ship_size`), with the options' fields and MaskFN's
-  crops; its keys are ``view.schema``'s
+  FaceSwap's positives put on a head drawn from ``heads``
+  (:class:`Heads`; ``ex`` then has its ``index`` in them), augmented here
+  or shipped for the device (``ship``: the device path's frame size,
+  :func:`ship_size`), with the options' fields and MaskFN's crops; its
+  keys are ``view.schema``'s
   (:class:`stclr_jax.pretext.batch.BatchSchema`)."""
   n = ex["num_frames"]
   shape = [view.clip_len, view.size, view.size, 3]
@@ -127,8 +184,7 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
   schema = view.schema
   out = {}
 
-  def clip(key, idx, s):
-    frames = tf.gather(ex["video"], idx)
+  def clip(key, frames, s):
     if view.placement == "device":
       crop, aug = batch_lib.shipped_keys(key)
       out[key], out[crop], out[aug] = _shipped(frames, s, view, ship)
@@ -154,8 +210,34 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
     pretext,
     fps=ex["fps"],
   )
+  swap = pretext.faceswap
+  if swap is not None:
+    s = tf.random.experimental.stateless_split(
+      tf.random.experimental.stateless_fold_in(elem_seed, seeds_lib.FACE_SWAP),
+      1 + len(_SWAPPED),
+    )
+    head, head_kp, _ = heads.draw(ex["subject_id"], ex["index"], s[0])
+    smoothed, _ = face_swap_lib.smooth_keypoints(
+      ex["keypoints"], swap.smoothing
+    )
+    status = []
   for key in schema.views:
-    clip(key, idx[_INDICES[key]], seeds[key])
+    frames = tf.gather(ex["video"], idx[_INDICES[key]])
+    if swap is not None and key in _SWAPPED:
+      draw = s[1 + list(_SWAPPED).index(key)]
+      drawn = tf.random.stateless_uniform([], draw) < getattr(
+        swap, _SWAPPED[key]
+      )
+      frames, st = face_swap_lib.swap_positive(
+        frames,
+        tf.gather(smoothed, idx[_INDICES[key]]),
+        head,
+        head_kp,
+        drawn,
+        swap.colour,
+      )
+      status.append(st)
+    clip(key, frames, seeds[key])
   for key, parts_key in zip(schema.views, schema.parts_keys):
     out[parts_key] = parts(idx[_INDICES[key]])
   out[batch_lib.SUBJECT] = ex["subject_id"]
@@ -164,5 +246,7 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None):
       out[key] = idx[key]
   if schema.group:
     out[batch_lib.GROUP] = ex["group"]
+  if schema.swap:
+    out[batch_lib.FACE_SWAP] = tf.stack(status)
   schema.check(out, "pretrain_views")
   return out

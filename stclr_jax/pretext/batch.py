@@ -16,7 +16,9 @@ A batch is a dict of arrays with a leading batch axis:
 * ``group``, with ``group``: each video's group id (-1: none).
 * For the host only: ``subject_id``; with ``hard``, ``gap_policy`` (the
   hard-negative policy of each video); with ``shift``, ``shift_clamped``
-  (its pairs whose temporal shift was cut).
+  (its pairs whose temporal shift was cut); with ``swap``, ``face_swap``
+  (FaceSwap's status of each positive: view B, and with ``hard`` the
+  hard pair's, ``(B, pairs)``; :data:`SWAP_STATUSES`).
 
 The step reads :attr:`BatchSchema.model_keys`; the host reads the rest
 (:class:`Counts`). This module imports NumPy only.
@@ -44,6 +46,9 @@ GROUP = "group"
 SUBJECT = "subject_id"
 GAP_POLICY = "gap_policy"
 SHIFT_CLAMPED = "shift_clamped"
+FACE_SWAP = "face_swap"
+# face_swap's values, as pretext/face_swap.py numbers them.
+SWAP_STATUSES = ("not_drawn", "swapped", "no_keypoints", "degenerate")
 # A shipped view's augmentation parameters: "<view>_crop", "<view>_aug".
 SHIPPED = ("_crop", "_aug")
 # gap_policy's values, as pretext/views.py numbers them.
@@ -69,6 +74,7 @@ class BatchSchema:
   parts: bool = False
   group: bool = False
   shift: bool = False
+  swap: bool = False
   shipped: bool = False
 
   @classmethod
@@ -80,6 +86,7 @@ class BatchSchema:
       parts=PARTS[VIEW_A] in keys,
       group=GROUP in keys,
       shift=SHIFT_CLAMPED in keys,
+      swap=FACE_SWAP in keys,
       shipped=is_shipped(keys),
     )
     schema.check(keys, "BatchSchema.of")
@@ -112,6 +119,8 @@ class BatchSchema:
       keys.append(GAP_POLICY)
     if self.shift:
       keys.append(SHIFT_CLAMPED)
+    if self.swap:
+      keys.append(FACE_SWAP)
     return tuple(keys)
 
   @property
@@ -126,6 +135,8 @@ class BatchSchema:
       out.append("pretext/shift_clamped")
     if self.hard:
       out += [f"pretext/gap_policy_{p}" for p in GAP_POLICIES]
+    if self.swap:
+      out += [f"pretext/face_swap_{s}" for s in SWAP_STATUSES]
     return tuple(out)
 
   def check(self, keys: Iterable[str], where: str) -> None:
@@ -148,13 +159,16 @@ class BatchSchema:
 
 class Counts:
   """This host's pretext counters between two logged steps: the share of
-  pairs whose temporal shift was cut (``pretext/shift_clamped``), and of
-  videos under each hard-negative policy (``pretext/gap_policy_<name>``);
-  none without TimeAug and HardNeg."""
+  pairs whose temporal shift was cut (``pretext/shift_clamped``), of
+  videos under each hard-negative policy (``pretext/gap_policy_<name>``),
+  and of positives by FaceSwap status (``pretext/face_swap_<status>``:
+  not drawn, swapped, or skipped for want of keypoints or for a
+  degenerate transform); none without TimeAug, HardNeg and FaceSwap."""
 
   def __init__(self):
     self._clamped, self._pairs = 0, 0
     self._policy = np.zeros(len(GAP_POLICIES), np.int64)
+    self._swap = np.zeros(len(SWAP_STATUSES), np.int64)
 
   def add(self, host_batch: dict) -> None:
     pairs = 2 if HARD_A in host_batch else 1
@@ -164,6 +178,10 @@ class Counts:
     if GAP_POLICY in host_batch:
       n = len(GAP_POLICIES)
       self._policy += np.bincount(host_batch[GAP_POLICY], minlength=n)[:n]
+    if FACE_SWAP in host_batch:
+      n = len(SWAP_STATUSES)
+      status = np.asarray(host_batch[FACE_SWAP]).reshape(-1)
+      self._swap += np.bincount(status, minlength=n)[:n]
 
   def read(self) -> dict:
     """The counters since the last read, then reset."""
@@ -173,5 +191,8 @@ class Counts:
     if self._policy.sum():
       for name, c in zip(GAP_POLICIES, self._policy / self._policy.sum()):
         out[f"pretext/gap_policy_{name}"] = float(c)
+    if self._swap.sum():
+      for name, c in zip(SWAP_STATUSES, self._swap / self._swap.sum()):
+        out[f"pretext/face_swap_{name}"] = float(c)
     self.__init__()
     return out

@@ -14,6 +14,8 @@ and the method's own fields (defaults: the method's published values):
   descriptors) made a positive of weight ``weight`` (:class:`MaskFN`);
 * ``clmex``: CL-MEx's multi-view positives, batches of whole groups
   (:class:`MultiView`);
+* ``faceswap``: SSL-FER's FaceSwap, a positive's inner face put on
+  another subject's head (:class:`FaceSwap`);
 
 and ``config.pretext.default_fps``, the frame rate of a data set without
 an ``fps`` feature (TimeAug's and HardNeg's seconds become frames with it).
@@ -49,6 +51,9 @@ SSLFER_MASKFN_WEIGHT = 0.8
 SSLFER_CROP_SIZE = 64
 # Oulu-CASIA and the synthetic data sets are 25 frames/s.
 DEFAULT_FPS = 25.0
+# SSL-FER's FaceSwap probabilities (data_loader.py, swapCLR): the
+# positive, and the hard negative's positive.
+SSLFER_SWAP_PROBABILITY = 0.8
 # MaskFN's face-part descriptors (stclr_jax/descriptors.py): SSL-FER's HOG,
 # or the crops' pixels (ours).
 DESCRIPTORS = ("hog", "pixels")
@@ -134,6 +139,28 @@ class MultiView:
   other view of a group a positive."""
 
 
+@dataclasses.dataclass(frozen=True)
+class FaceSwap:
+  """FaceSwap: with ``probability`` a video's positive (view B), and
+  independently with ``hard_probability`` its hard pair's positive (with
+  HardNeg), shows its own eyes, brows, nose and mouth on a frame of
+  another subject's video (pretext/face_swap.py). ``smoothing``: the
+  keypoints' moving average over +- this many frames; ``colour``: the
+  colour correction to the head's skin tone (SSL-FER: on)."""
+
+  probability: float = SSLFER_SWAP_PROBABILITY
+  hard_probability: float = SSLFER_SWAP_PROBABILITY
+  smoothing: int = 2
+  colour: bool = True
+
+  def __post_init__(self):
+    for name in ("probability", "hard_probability"):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    if self.smoothing < 0:
+      raise ValueError(f"smoothing must be >= 0 frames, got {self.smoothing}")
+
+
 # The sub-sections of config.pretext, by name (the ``pretext=`` variant).
 METHODS = {
   "timeaug": TemporalShift,
@@ -141,6 +168,7 @@ METHODS = {
   "samesubject": SameSubject,
   "maskfn": MaskFN,
   "clmex": MultiView,
+  "faceswap": FaceSwap,
 }
 # Pairs of methods that cannot run together, and why.
 EXCLUSIVE = {
@@ -247,6 +275,7 @@ class Pretext:
   samesubject: SameSubject | None = None
   maskfn: MaskFN | None = None
   clmex: MultiView | None = None
+  faceswap: FaceSwap | None = None
   default_fps: float = DEFAULT_FPS
 
   def __post_init__(self):
@@ -303,6 +332,18 @@ class Pretext:
     return self.clmex is not None
 
   @property
+  def keypoints(self) -> bool:
+    """Whether the stream needs each frame's five keypoints (MaskFN's
+    crops, FaceSwap's faces)."""
+    return self.maskfn is not None or self.faceswap is not None
+
+  @property
+  def random_access(self) -> bool:
+    """Whether the stream holds its videos in memory for random access
+    (the batch plans, FaceSwap's heads)."""
+    return bool(self.videos_per_subject or self.whole_groups or self.faceswap)
+
+  @property
   def crop_size(self) -> int | None:
     """MaskFN's face-part crops' size; None without MaskFN."""
     return self.maskfn.crop_size if self.maskfn else None
@@ -315,6 +356,7 @@ class Pretext:
       parts=self.maskfn is not None,
       group=self.clmex is not None,
       shift=self.timeaug is not None,
+      swap=self.faceswap is not None,
       shipped=shipped,
     )
 
