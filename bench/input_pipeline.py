@@ -12,8 +12,14 @@ samplers; crop, flip, colour) at each ``--sizes`` (clip length
   with the parameters; the step applies them (data/device_augment.py).
 
 It runs one warm-up epoch (fills the in-memory cache), then times
-``--batches`` batches and prints two-view clips/s, encoder clips/s (two per
-video) per CPU core, and the bytes a batch carries to the device.
+``--batches`` batches and prints videos/s, encoder clips/s (two per
+video, four with hard negatives) per CPU core, and the bytes a batch
+carries to the device.
+
+With ``--pretext`` it repeats each placement under each pretext
+variant (``none`` or methods joined with ``+``, as the configs'
+``pretext=`` variant), e.g. ``none,faceswap`` for what SSL-FER's FaceSwap
+costs the host (pretext/face_swap.py runs in tf.data).
 
 With ``--device_cost`` it then measures, at each size, the device side's
 share of the paper's train step (R(2+1)D-18 at width ``--cost_width``,
@@ -31,6 +37,9 @@ global arrays -> step), reporting the time the loop waited for input.
   python bench/input_pipeline.py [--batches 30 --batch_size 16]
   # both placements at the paper's clip sizes, and the device side's cost:
   python bench/input_pipeline.py --placements host,device --device_cost
+  # FaceSwap's cost on the host, at the paper's size:
+  python bench/input_pipeline.py --sizes 112 --cache_frame_sizes 128 \
+      --placements host --pretext none,faceswap,hardneg,hardneg+faceswap
   # the demo's size (configs/stclr_synthetic.py: 8x48x48, width 0.25):
   python bench/input_pipeline.py --clip_len 8 --sizes 48 --with_model
 
@@ -230,6 +239,11 @@ def main():
   p.add_argument("--cost_batch", type=int, default=2)
   p.add_argument("--cost_width", type=float, default=1.0)
   p.add_argument("--repeats", type=int, default=10)
+  p.add_argument(
+    "--pretext",
+    default="none",
+    help="pretext variants to compare, comma-separated (none: ST-CLR)",
+  )
   a = p.parse_args()
   sys.path.insert(0, os.path.join(ROOT, "bench"))
   import timing
@@ -247,8 +261,15 @@ def main():
   caches = caches * len(sizes) if len(caches) == 1 else caches
   with timing.MachineLoad() as load:
     for size, cache in zip(sizes, caches):
-      for placement in a.placements.split(","):
+      for placement, pretext in (
+        (pl, pt)
+        for pl in a.placements.split(",")
+        for pt in a.pretext.split(",")
+      ):
         c = _config()
+        if pretext != "none":
+          for name in pretext.split("+"):
+            c.pretext[name].enabled = True
         c.data.name = a.data
         c.data.clip_len, c.data.size = a.clip_len, size
         c.batch_size = a.batch_size
@@ -256,20 +277,32 @@ def main():
         c.data.cache_frame_size = cache
         c.aug.placement = placement
         it = _iterator(c, input_lib, a.batch_size)
+        counts = batch_lib.Counts()
         t0 = time.perf_counter()
         for _ in range(a.batches):
           b = next(it)
+          counts.add(b)
         dt = time.perf_counter() - t0
         videos = a.batches * a.batch_size
-        sent = _bytes(b, batch_lib.BatchSchema.of(b).model_keys)
+        schema = batch_lib.BatchSchema.of(b)
+        sent = _bytes(b, schema.model_keys)
+        views = len(schema.views)  # clips per video the encoder sees
         print(
-          f"{a.clip_len}x{size}x{size} {placement:6s} (cache {cache or 'as'}"
-          f" stored): {videos / dt:7.1f} two-view clips/s = "
-          f"{2 * videos / dt / cores:7.1f} encoder clips/s per core; "
+          f"{a.clip_len}x{size}x{size} {placement:6s} {pretext:16s} (cache "
+          f"{cache or 'as'} stored): {videos / dt:7.1f} videos/s = "
+          f"{views * videos / dt / cores:7.1f} encoder clips/s per core; "
           f"{sent / 2**20:.1f} MiB per batch to the device "
           f"({b['view_a'].dtype}, view {b['view_a'].shape[1:]})",
           flush=True,
         )
+        shares = {
+          k.split("/")[-1]: v for k, v in counts.read().items() if "swap" in k
+        }
+        if shares:
+          print(
+            "  positives: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+          )
         if a.with_model:
           print(
             f"  model: {c.model.encoder} width {c.model.width}, "

@@ -1,5 +1,6 @@
 """The augmentation preview (stclr_jax/data/preview.py): two views per
-video, and the four views A | P | NA | NP with hard negatives."""
+video, and the four views A | P | NA | NP with hard negatives; with
+FaceSwap, which positives were swapped."""
 
 import numpy as np
 from PIL import Image
@@ -35,3 +36,19 @@ def test_preview_shows_four_views_with_hard_negatives(tmp_path):
   t, s, gap = c.data.clip_len, c.data.size, 4
   assert sizes[False] == (2 * t * s + 3 * gap, 2 * s + gap)
   assert sizes[True] == (4 * t * s + 9 * gap, 2 * s + gap)
+
+
+def test_the_preview_of_face_swaps_says_which_positives_were_swapped(
+  tmp_path,
+):
+  c = stclr_synthetic.get_config("tiny=1,pretext=hardneg+faceswap")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.pretext.faceswap.probability = 1.0
+  c.pretext.faceswap.hard_probability = 0.0
+  batch = preview.preview_batch(c, 2)
+  assert preview.swaps(batch) == (
+    "row 1: P swapped, NP not drawn; row 2: P swapped, NP not drawn"
+  )
+  out = preview._write(batch, str(tmp_path / "swap.png"))
+  t, s, gap = c.data.clip_len, c.data.size, 4
+  assert Image.open(out).size == (4 * t * s + 9 * gap, 2 * s + gap)

@@ -81,6 +81,13 @@ def test_each_variant_turns_on_its_section():
     ("maskfn.descriptor", "sift", r"config\.pretext\.maskfn: descriptor"),
     ("maskfn.weight", 1.5, r"config\.pretext\.maskfn: weight must be in"),
     ("maskfn.crop_size", 2, r"config\.pretext\.maskfn: crop_size"),
+    (
+      "faceswap.probability",
+      1.2,
+      r"config\.pretext\.faceswap: probability must be in",
+    ),
+    ("faceswap.smoothing", -1, r"config\.pretext\.faceswap: smoothing"),
+    ("faceswap.colour", 1, r"config\.pretext\.faceswap\.colour must be True"),
   ],
 )
 def test_bad_fields_are_errors_naming_the_field(field, value, match):
@@ -161,7 +168,7 @@ def test_an_older_workdirs_config_is_compared_in_todays_names(tmp_path):
 
 def _streamed_keys(pretext, placement):
   ds, _ = fake_videos()
-  if pretext.maskfn is not None or pretext.whole_groups:
+  if pretext.keypoints or pretext.whole_groups:
     ds = ds.map(
       lambda e: {
         **e,
@@ -187,6 +194,7 @@ _COMBINATIONS = [
     hardneg=options.HardNegatives(),
     clmex=options.MultiView(),
   ),
+  options.Pretext(hardneg=options.HardNegatives(), faceswap=options.FaceSwap()),
 ]
 
 
@@ -199,6 +207,7 @@ def test_the_stream_makes_exactly_the_schemas_keys(i, placement):
   assert schema.hard == (pretext.hardneg is not None)
   assert (batch_lib.HARD_A in keys) == schema.hard
   assert (batch_lib.GROUP in keys) == pretext.whole_groups
+  assert (batch_lib.FACE_SWAP in keys) == (pretext.faceswap is not None)
   assert batch_lib.is_shipped(keys) == (placement == "device")
   assert batch_lib.BatchSchema.of(keys) == schema
 

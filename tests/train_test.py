@@ -47,12 +47,14 @@ _ALL_PRETEXT = {
   "pretext.hardneg.gap": 0.12,
   "pretext.samesubject.enabled": True,
 }
-# SSL-FER's TimeAug + HardNeg + MaskFN (the crops of all four clips, their
-# HOG descriptors in the step, k* over the batch).
+# SSL-FER's four strategies: TimeAug + HardNeg + MaskFN (the crops of all
+# four clips, their HOG descriptors in the step, k* over the batch) +
+# FaceSwap (both positives put on another subject's head).
 _SSLFER = {
   **{k: v for k, v in _ALL_PRETEXT.items() if "samesubject" not in k},
   "pretext.maskfn.enabled": True,
   "pretext.maskfn.crop_size": 24,
+  "pretext.faceswap.enabled": True,
 }
 
 
@@ -91,8 +93,9 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   if pretext == "all":  # the options were on, and counted
     for what in ("same-subject negatives", "pretext/gap_policy_halves"):
       assert what in a.stderr, a.stderr[-3000:]
-  if pretext == "sslfer":  # MaskFN's loss was the one trained
-    assert "maskfn_l2" in a.stderr, a.stderr[-3000:]
+  if pretext == "sslfer":  # MaskFN's loss was the one trained, on swaps
+    for what in ("maskfn_l2", "pretext/face_swap_swapped"):
+      assert what in a.stderr, a.stderr[-3000:]
 
   cmd = runs.main_cmd(tmp_path / "b", common)
   ckpts = tmp_path / "b" / "checkpoints"

@@ -1,11 +1,15 @@
 """Writes a PNG of what the model sees: for a few videos, the frames of view
 1 and view 2 side by side, exactly as the pretraining stream makes them;
 with hard negatives (``pretext.hardneg``), the four views of each video:
-A | P | NA | NP (the positive pair, then the second pair). The views are
-the batch schema's (:mod:`stclr_jax.pretext.batch`).
+A | P | NA | NP (the positive pair, then the second pair). With FaceSwap
+(``pretext.faceswap``) the positives P (and NP) show the video's eyes,
+brows, nose and mouth on another subject's head, where the swap was drawn;
+the command prints which were. The views are the batch schema's
+(:mod:`stclr_jax.pretext.batch`).
 
   python -m stclr_jax.data.preview --config=configs/stclr_synthetic.py \
-      --out=preview.png [--num_videos=4]
+      --out=preview.png [--num_videos=4] \
+      [--config.pretext.faceswap.enabled=True]
 """
 
 from __future__ import annotations
@@ -37,26 +41,54 @@ def grid(*views: np.ndarray, gap: int = 4) -> np.ndarray:
   return canvas
 
 
-def write_preview(config, out: str, num_videos: int = 4) -> str:
+def preview_batch(config, num_videos: int = 4) -> dict:
+  """The first pretraining batch of ``num_videos`` videos, as the stream
+  makes it for ``config``."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.batch_size = num_videos
   batches, _ = input_lib.pretrain_input(
     config, process_index=0, process_count=1
   )
-  batch = next(batches.as_numpy_iterator())
+  return next(batches.as_numpy_iterator())
+
+
+def write_preview(config, out: str, num_videos: int = 4) -> str:
+  return _write(preview_batch(config, num_videos), out)
+
+
+def _write(batch, out):
   views = batch_lib.BatchSchema.of(batch).views
   Image.fromarray(grid(*(batch[k] for k in views))).save(out)
   return out
 
 
+def swaps(batch) -> str:
+  """Which positives of a batch FaceSwap swapped, per row, e.g. ``P
+  swapped, NP not drawn``; "" without FaceSwap."""
+  if batch_lib.FACE_SWAP not in batch:
+    return ""
+  names = ("P", "NP")
+  rows = []
+  for i, row in enumerate(batch[batch_lib.FACE_SWAP]):
+    what = ", ".join(
+      f"{n} {batch_lib.SWAP_STATUSES[s].replace('_', ' ')}"
+      for n, s in zip(names, row)
+    )
+    rows.append(f"row {i + 1}: {what}")
+  return "; ".join(rows)
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
-  path = write_preview(f.config, f.out, f.num_videos)
+  batch = preview_batch(f.config, f.num_videos)
+  path = _write(batch, f.out)
   hard = pretext_options.Pretext.from_config(f.config).hardneg is not None
   cols = "A | P | NA | NP" if hard else "view 1 | view 2"
   print(f"wrote {path}: {f.num_videos} videos, {cols}")
+  if swaps(batch):
+    print(f"FaceSwap: {swaps(batch)}")
 
 
 def _define_flags():
