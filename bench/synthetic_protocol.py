@@ -31,7 +31,11 @@ Arms (``--arms``; :data:`TABLE` is the default set):
   expressions: "a trained start" without expression information);
 * ``stclr`` (``configs/stclr_synthetic.py``), ``stclr_no_temporal``,
   ``stclr_timeaug_hardneg_maskfn`` (SSL-FER's row without FaceSwap),
-  ``clmex`` (multi-view pool), and the single pretext options;
+  ``clmex`` (multi-view pool), and the single pretext options; FaceSwap
+  alone (``stclr_faceswap``), with TimeAug + HardNeg
+  (``stclr_timeaug_hardneg_faceswap``) and SSL-FER's four strategies
+  (``stclr_sslfer``); each pretext arm is also paired with ``stclr``
+  where both ran (``diff_vs_stclr``);
 * ``pixels``: ridge on apex - neutral pixels (told which frames are which:
   an easier task), on each run's labelled subset, scored like the others.
 
@@ -123,6 +127,11 @@ PRETEXT = {
     "maskfn",
   ),
   "clmex": ("clmex",),
+  # SSL-FER's FaceSwap alone, with TimeAug + HardNeg (its swapCLR
+  # script), and SSL-FER's four strategies (its best row).
+  "stclr_faceswap": ("faceswap",),
+  "stclr_timeaug_hardneg_faceswap": ("timeaug", "hardneg", "faceswap"),
+  "stclr_sslfer": ("timeaug", "hardneg", "maskfn", "faceswap"),
 }
 _VIEWS = {
   "data.name": "synthetic_expressions/expressive_views_pool",
@@ -253,13 +262,16 @@ def eval_config(args, pct):
 def evaluate(arm, init, pct, args, times):
   config = eval_config(args, pct)
   config.init_from = init
+  config.eval.linear_only = args.linear_only
+  suffix = "_linear" if args.linear_only else ""
   workdir = os.path.join(
-    _version_dir(args), args.population, f"eval_{arm}_{pct:g}"
+    _version_dir(args), args.population, f"eval_{arm}_{pct:g}{suffix}"
   )
   t0 = time.time()
   rep = protocol.evaluate(config, workdir)
   times[f"eval {arm} {pct:g}%"] = time.time() - t0
-  return {"runs": compare.load_runs(workdir, rep), "report": rep}, config
+  phase = "linear" if args.linear_only else "finetune"
+  return {"runs": compare.load_runs(workdir, rep, phase), "report": rep}, config
 
 
 def pixel_features(data: str, data_dir: str, px: int):
@@ -341,8 +353,9 @@ def _prefix(readout):
   return "" if readout == "finetune" else f"{readout}_"
 
 
-def row(arm, pct, res, scratch, seconds):
-  """One row of the table (fractions in [0, 1])."""
+def row(arm, pct, res, scratch, seconds, stclr=None):
+  """One row of the table (fractions in [0, 1]); ``stclr``: plain ST-CLR's
+  results, to pair a pretext arm's runs with (``diff_vs_stclr``)."""
   runs = res["runs"]
   names = sorted(runs)
   fold = [runs[n]["fold_acc"] for n in names]
@@ -386,6 +399,13 @@ def row(arm, pct, res, scratch, seconds):
           "paired_runs": d["runs"],
         }
       )
+    if stclr is not None and arm in PRETEXT:
+      d = compare.paired(runs, stclr["runs"], key)
+      if d is not None:
+        prefix = _prefix(readout)
+        out[f"{prefix}diff_vs_stclr"] = d["diff"]
+        out[f"{prefix}diff_vs_stclr_ci95"] = d["ci95"]
+        out[f"{prefix}diff_vs_stclr_p"] = d["p"]
   return out
 
 
@@ -479,6 +499,24 @@ def print_table(rows, out):
     out["linear_gate"],
     pct,
   )
+  against = [r for r in rows if "diff_vs_stclr" in r]
+  if against:
+    print(
+      "\n| arm | labels | fine-tuned minus stclr [95% CI over runs] | "
+      "linear probe minus stclr [95% CI] |"
+    )
+    print("| --- | --- | --- | --- |")
+    for r in against:
+      lin = r.get("linear_diff_vs_stclr")
+      print(
+        f"| {r['arm']} | {r['labels']:g}% | "
+        f"{100 * r['diff_vs_stclr']:+.1f} {_ci(r['diff_vs_stclr_ci95'])} | "
+        + (
+          f"{100 * lin:+.1f} {_ci(r['linear_diff_vs_stclr_ci95'])} |"
+          if lin is not None
+          else "- |"
+        )
+      )
 
 
 def main(argv=None):
@@ -506,6 +544,13 @@ def main(argv=None):
   p.add_argument("--control_steps", type=int, default=0)
   p.add_argument("--data_dir", default="")
   p.add_argument("--tiny", action="store_true", help="tiny configs (tests)")
+  p.add_argument(
+    "--linear_only",
+    action="store_true",
+    help="the linear probe on frozen features only (no fine-tuning; its "
+    "runs are the full runs' linear phase, in eval_<arm>_<pct>_linear): "
+    "the fine-tuned columns then repeat the linear probe",
+  )
   args = p.parse_args(argv)
   arms = [a for a in args.arms.split(",") if a]
   for a in arms:
@@ -514,9 +559,10 @@ def main(argv=None):
   pcts = sorted({float(x) for x in args.labels.split(",") if x}, reverse=True)
   logging.set_verbosity(logging.INFO)
   os.makedirs(args.workdir, exist_ok=True)
-  if "scratch" in arms:  # the baseline first: every row is paired with it
-    arms.remove("scratch")
-    arms.insert(0, "scratch")
+  for first in ("stclr", "scratch"):  # the baselines first: rows pair
+    if first in arms:  # with them
+      arms.remove(first)
+      arms.insert(0, first)
 
   start, times, results, rows = time.time(), {}, {}, []
   for arm in arms:
@@ -528,7 +574,16 @@ def main(argv=None):
         res, _ = evaluate(arm, init, pct, args, times)
       results[(arm, pct)] = res
       seconds = times.get(f"eval {arm} {pct:g}%", 0.0)
-      rows.append(row(arm, pct, res, results.get(("scratch", pct)), seconds))
+      rows.append(
+        row(
+          arm,
+          pct,
+          res,
+          results.get(("scratch", pct)),
+          seconds,
+          stclr=results.get(("stclr", pct)),
+        )
+      )
   for r in rows:
     r["pretrain_s"] = round(times.get(f"pretrain {r['arm']}", 0.0), 1)
   gate_pct = min(pcts)

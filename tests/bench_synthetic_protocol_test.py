@@ -187,3 +187,46 @@ def test_control_targets():
     supervised_pretrain.targets("expression", None, subjects, 0)
   with pytest.raises(ValueError, match="target must be one of"):
     supervised_pretrain.targets("gender", labels, subjects, 0)
+
+
+def test_pretext_arms_are_paired_with_stclr_as_well_as_scratch():
+  """A pretext arm's row carries its paired difference to plain ST-CLR
+  (the same runs by name), for both readouts; other arms' rows do not."""
+  rng = np.random.default_rng(0)
+  subjects = np.repeat(np.arange(10), 6)
+
+  def runs(p):
+    return {
+      f"fold_00_d{d}_s0": {
+        "fold_acc": 0.5,
+        "correct": rng.uniform(size=60) < p + 0.05 * d,
+        "linear_correct": rng.uniform(size=60) < p,
+        "subjects": subjects,
+      }
+      for d in range(3)
+    }
+
+  res = {
+    a: {"runs": runs(p), "report": {}}
+    for a, p in (("scratch", 0.2), ("stclr", 0.3), ("stclr_faceswap", 0.5))
+  }
+  r = synthetic_protocol.row(
+    "stclr_faceswap",
+    0.1,
+    res["stclr_faceswap"],
+    res["scratch"],
+    1.0,
+    stclr=res["stclr"],
+  )
+  for key, prefix in (("correct", ""), ("linear_correct", "linear_")):
+    mine, base = (res[a]["runs"] for a in ("stclr_faceswap", "stclr"))
+    want = np.mean(
+      [np.mean(mine[n][key]) - np.mean(base[n][key]) for n in mine]
+    )
+    assert r[f"{prefix}diff_vs_stclr"] == pytest.approx(want)
+    lo, hi = r[f"{prefix}diff_vs_stclr_ci95"]
+    assert lo <= want <= hi
+  plain = synthetic_protocol.row(
+    "stclr", 0.1, res["stclr"], res["scratch"], 1.0, stclr=res["stclr"]
+  )
+  assert "diff_vs_stclr" not in plain

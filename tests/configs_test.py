@@ -88,7 +88,10 @@ def test_pretext_variants_turn_options_on_and_default_off():
   assert c.pretext.maskfn.weight == losses.MASKFN_WEIGHT == 0.8
   assert c.pretext.maskfn.descriptor == "hog"
   with pytest.raises(ValueError, match="pretext must be none or options"):
-    m.get_config("pretext=faceswap")
+    m.get_config("pretext=svfap")
+  c = m.get_config("pretext=timeaug+hardneg+maskfn+faceswap")
+  assert options.Pretext.from_config(c).faceswap == options.FaceSwap()
+  assert c.pretext.faceswap.probability == options.SSLFER_SWAP_PROBABILITY
   c = m.get_config("pretext=timeaug+hardneg+maskfn")
   assert objectives.from_config(c) == objectives.MaskFN(
     c.loss.temperature, 0.8, "hog"

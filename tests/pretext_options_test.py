@@ -109,7 +109,8 @@ def test_bad_switches_and_fps_are_errors_naming_the_field():
     ({"default_fps": 0.0}, r"pretext\.default_fps must be > 0"),
     ({"default_fps": "fast"}, r"pretext\.default_fps must be a number"),
     ({"timeaug__offset": (1.0,)}, r"timeaug: unknown fields \['offset'"),
-    ({"faceswap": True}, r"unknown fields \['faceswap'\]"),
+    ({"svfap": True}, r"unknown fields \['svfap'\]"),
+    ({"faceswap": True}, r"pretext\.faceswap must be a section"),
     ({"clmex": True}, r"pretext\.clmex must be a section"),
   ]
   for fields, match in cases:
