@@ -134,6 +134,47 @@ def test_a_moved_face_is_warped_bilinearly_into_the_heads_frame():
     )
 
 
+def _np_opencv_blur(img, k):
+  """OpenCV's documented GaussianBlur(img, (k, k), 0): its fixed kernels
+  for k <= 7, else a Gaussian of sigma 0.3 ((k - 1) / 2 - 1) + 0.8;
+  borders reflected without the edge (NumPy's "reflect")."""
+  small = {
+    1: [1],
+    3: [1, 2, 1],
+    5: [1, 4, 6, 4, 1],
+    7: [1, 6, 15, 20, 15, 6, 1],
+  }
+  r = k // 2
+  if k in small:
+    g = np.array(small[k], np.float64)
+    g = (
+      g / g.sum()
+      if k != 7
+      else np.array(
+        [0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125]
+      )
+    )
+  else:
+    s = 0.3 * (r - 1) + 0.8
+    g = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * s * s))
+    g = g / g.sum()
+  p = np.pad(img.astype(np.float64), ((r, r), (r, r), (0, 0)), "reflect")
+  h, w = img.shape[:2]
+  out = np.zeros(img.shape)
+  for i in range(k):
+    for j in range(k):
+      out += g[i] * g[j] * p[i : i + h, j : j + w]
+  return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 9, 21])
+def test_the_colour_blur_is_opencvs(k):
+  img = np.random.default_rng(k).uniform(0, 255, (2, 30, 40, 3))
+  got = face_swap.gaussian_blur(img, tf.constant(k)).numpy()
+  for i in range(2):
+    np.testing.assert_allclose(got[i], _np_opencv_blur(img[i], k), atol=2e-3)
+
+
 def test_colour_takes_the_heads_tone_and_is_clipped_not_wrapped():
   kp = np.broadcast_to(FACE, (1, 5, 2))
   m = face_swap.face_mask(FACE, 32, 32).numpy().astype(bool)

@@ -171,23 +171,25 @@ def polygons(keypoints):
 def polygon_mask(vertices, height, width):
   """1.0 where a pixel's centre is inside the polygon, else 0.0:
   ``vertices`` ``(..., V, 2)`` (x, y) pixels in order round a simple
-  polygon; returns ``(..., height, width)`` float32 (even-odd rule)."""
+  polygon (V static); returns ``(..., height, width)`` float32, by the
+  even-odd rule: a pixel is inside when a ray from it to the left crosses
+  an odd number of edges."""
   v = tf.cast(vertices, tf.float32)
-  ys = tf.range(height, dtype=tf.float32) + 0.5
-  xs = tf.range(width, dtype=tf.float32) + 0.5
-  x0, y0 = v[..., 0], v[..., 1]
-  x1, y1 = tf.roll(x0, -1, axis=-1), tf.roll(y0, -1, axis=-1)
-  # Edges ``(..., V)`` against rows: where each edge crosses the row.
-  lead = [Ellipsis, None, None, slice(None)]  # (..., 1, 1, V)
-  y = ys[:, None, None]  # (H, 1, 1)
-  x = xs[None, :, None]  # (1, W, 1)
-  a0, b0, a1, b1 = (e[tuple(lead)] for e in (x0, y0, x1, y1))
-  spans = (b0 > y) != (b1 > y)
-  safe = tf.where(spans, b1 - b0, tf.ones_like(b1 - b0))
-  cross = a0 + (y - b0) * (a1 - a0) / safe
-  hits = spans & (x < cross)
-  odd = tf.math.floormod(tf.reduce_sum(tf.cast(hits, tf.int32), -1), 2)
-  return tf.cast(odd, tf.float32)
+  n = v.shape[-2]
+  y = (tf.range(height, dtype=tf.float32) + 0.5)[:, None]  # (H, 1)
+  x = tf.range(width, dtype=tf.float32) + 0.5  # (W,)
+  inside = None
+  for k in range(n):
+    (x0, y0), (x1, y1) = (
+      (v[..., i, 0, None, None], v[..., i, 1, None, None])
+      for i in (k, (k + 1) % n)
+    )  # each (..., 1, 1)
+    spans = (y0 > y) != (y1 > y)  # (..., H, 1): the edge crosses the row
+    dy = tf.where(spans, y1 - y0, tf.ones_like(y1 - y0))
+    cross = x0 + (y - y0) * (x1 - x0) / dy  # (..., H, 1)
+    hit = spans & (x < cross)  # (..., H, W)
+    inside = hit if inside is None else tf.math.logical_xor(inside, hit)
+  return tf.cast(inside, tf.float32)
 
 
 def face_mask(keypoints, height, width):
@@ -207,23 +209,58 @@ def blur_size(keypoints):
   return tf.maximum(k + 1 - tf.math.floormod(k, 2), 1)
 
 
+# OpenCV's kernels of sizes 1, 3, 5 and 7 for sigma <= 0, centred in 7.
+_SMALL_KERNELS = (
+  (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
+  (0.0, 0.0, 0.25, 0.5, 0.25, 0.0, 0.0),
+  (0.0, 0.0625, 0.25, 0.375, 0.25, 0.0625, 0.0),
+  (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+)
+
+
+def _blur_matrix(n, g):
+  """``(n, n)`` float32 ``M`` with ``x @ M`` a 1-D convolution of ``x``'s
+  last axis (length ``n``) with the odd kernel ``g``, borders reflected
+  without the edge pixel (OpenCV's BORDER_REFLECT_101)."""
+  r = tf.shape(g)[0] // 2
+  out = tf.range(n)[None, :]  # (1, n): output positions
+  taps = tf.range(-r, r + 1)[:, None]  # (K, 1)
+  src = out + taps  # (K, n): the source of each tap, reflected
+  period = tf.maximum(2 * (n - 1), 1)
+  src = tf.math.floormod(src, period)
+  src = tf.where(src >= n, period - src, src)
+  # M[i, j] = sum of the taps of output j that read input i.
+  onehot = tf.one_hot(src, n, dtype=tf.float32)  # (K, n_out, n_in)
+  return tf.einsum("k,kji->ij", g, onehot)
+
+
 def gaussian_blur(images, size):
   """OpenCV's ``GaussianBlur(images, (size, size), 0)`` in float:
-  ``images`` ``(N, H, W, C)``, ``size`` an odd int32 scalar (a tensor);
-  sigma ``0.3 ((size - 1) / 2 - 1) + 0.8``, borders reflected without
-  the edge pixel (OpenCV's default)."""
+  ``images`` ``(N, H, W, C)``, ``size`` an odd int32 scalar (a tensor)
+  below the frame's sides; the kernel is OpenCV's fixed one for sizes up
+  to 7, else a Gaussian of sigma ``0.3 ((size - 1) / 2 - 1) + 0.8``
+  (OpenCV 5 rounds some sizes' taps to 1/256: under one grey level
+  apart); borders reflected without the edge pixel (OpenCV's default).
+  Separable, each pass a product with a banded matrix."""
   images = tf.cast(images, tf.float32)
   r = size // 2
   sigma = 0.3 * (tf.cast(r, tf.float32) - 1.0) + 0.8
   x = tf.cast(tf.range(-r, r + 1), tf.float32)
   g = tf.exp(-(x**2) / (2 * sigma**2))
   g = g / tf.reduce_sum(g)
-  c = tf.shape(images)[-1]
-  rows = tf.tile(tf.reshape(g, [-1, 1, 1, 1]), [1, 1, c, 1])
-  cols = tf.tile(tf.reshape(g, [1, -1, 1, 1]), [1, 1, c, 1])
-  out = tf.pad(images, [[0, 0], [r, r], [r, r], [0, 0]], mode="REFLECT")
-  out = tf.nn.depthwise_conv2d(out, rows, [1, 1, 1, 1], "VALID")
-  return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "VALID")
+  # OpenCV's getGaussianKernel takes sizes up to 7 from a fixed table.
+  g = tf.cond(
+    size <= 7,
+    lambda: tf.slice(
+      tf.constant(_SMALL_KERNELS)[tf.minimum(r, 3)],
+      [3 - tf.minimum(r, 3)],
+      [2 * tf.minimum(r, 3) + 1],
+    ),
+    lambda: g,
+  )
+  h, w = tf.shape(images)[1], tf.shape(images)[2]
+  out = tf.einsum("nhwc,hv->nvwc", images, _blur_matrix(h, g))
+  return tf.einsum("nhwc,wv->nhvc", out, _blur_matrix(w, g))
 
 
 def warp(frames, a, b, height, width):
