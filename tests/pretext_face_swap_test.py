@@ -1,14 +1,13 @@
 """SSL-FER's FaceSwap on clips (stclr_jax/pretext/face_swap.py, its heads
 and its place in the stream: data/views.py, data/streams.py): the fit,
 the warp, the mask, the colour, the statuses, and the stream's one head
-per clip of another subject, deterministic and resumable."""
+per clip of another subject, deterministic and resumable. (8 devices
+equal 1 in float64 on its batches: tests/train_step_test.py.)"""
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from stclr_jax import mesh as mesh_lib
 from stclr_jax.data import augment, streams, videos, views
 from stclr_jax.pretext import batch as batch_lib
 from stclr_jax.pretext import face_swap, options
@@ -337,35 +336,17 @@ def test_the_stream_is_deterministic_and_resumes_exactly(placement):
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def test_eight_devices_equal_one_on_swapped_batches_in_float64():
-  """A batch as the FaceSwap stream makes it (hard negatives on, both
-  positives swapped): one SGD step on 8 devices equals one device to
-  float64 rounding (why float64: train_step_test's hard-negative test)."""
-  import _helpers_step
-
+def swapped_batch():
+  """The step's inputs of a batch of 8 videos as the FaceSwap stream makes
+  it, hard negatives on and both positives swapped (4 clips of 4 x 32 x
+  32 per video, as tests/_helpers_step.batch(hard=True)):
+  train_step_test's float64 test of 8 devices against 1 steps on it too."""
   swap = options.FaceSwap(probability=1.0, hard_probability=1.0)
   pretext = options.Pretext(faceswap=swap, hardneg=options.HardNegatives(0.08))
-  spec_batch = next(_stream(pretext, n=16).batch(2).as_numpy_iterator())
-  host = {k: v.reshape(8, *v.shape[2:]) for k, v in spec_batch.items()}
+  two = next(_stream(pretext, n=16).batch(2).as_numpy_iterator())
+  host = {k: v.reshape(8, *v.shape[2:]) for k, v in two.items()}
   assert (host[batch_lib.FACE_SWAP] == face_swap.SWAPPED).all()
-  batch = pretext.schema().model_inputs(host)
-  with jax.enable_x64(True):
-    config = _helpers_step.config(
-      name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4
-    )
-    config.model.dtype = "float64"
-    batch = {k: v.astype(np.float64) for k, v in batch.items()}
-    runs = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh, state, step = _helpers_step.setup_step(config, devices)
-      state, m = step(state, mesh_lib.to_global_arrays(batch, mesh))
-      runs.append((jax.device_get(state), jax.device_get(m)))
-    (s1, m1), (s8, m8) = runs
-    assert float(m1["update_norm"]) > 1.0
-    for k in ("loss", "grad_norm", "update_norm"):
-      np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-12)
-    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
-      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
+  return pretext.schema().model_inputs(host)
 
 
 def test_counts_are_shares_of_the_positives():

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import losses_test
 import numpy as np
+import pretext_face_swap_test
 import pytest
 from flax import nnx
 
@@ -108,29 +109,43 @@ def _one_step_on_1_and_8_devices(config, batch):
 
 def test_eight_devices_equal_one_with_hard_negatives_in_float64():
   """Hard negatives: 4 clips per video through the one-pass encoder and
-  4B rows in the all-gathered NT-Xent. One SGD step on 8 devices equals
-  one device in value, gradient and update, to float64 rounding.
+  4B rows in the all-gathered NT-Xent. SGD steps on 8 devices equal one
+  device in value, gradient and update, to float64 rounding: a step on
+  random clips, then one on a batch as FaceSwap's stream makes it (both
+  positives on another subject's head: pretext_face_swap_test).
 
   Float64, because in float32 this 64-clip step's gradient norm differs by
   5e-5 (relative) between 1 and 8 devices, and each is 5e-5 to 1e-4 from
   the float64 value: summation order, not a difference in the maths. In
   float64 the two agree to 1e-14."""
+  swapped = pretext_face_swap_test.swapped_batch()
   with jax.enable_x64(True):
     config = _config(
       name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4
     )
     config.model.dtype = "float64"
-    batch = {k: v.astype(np.float64) for k, v in _batch(hard=True).items()}
-    (s1, m1), (s8, m8) = _one_step_on_1_and_8_devices(config, batch)
-    assert float(m1["update_norm"]) > 1.0
-    for k in ("loss", "grad_norm", "update_norm", "contrastive_top1"):
-      np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-12)
-    for part in ("params", "batch_stats"):
-      for a, b in zip(
-        jax.tree.leaves(getattr(s1, part)), jax.tree.leaves(getattr(s8, part))
-      ):
-        assert np.asarray(a).dtype == np.float64
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
+    batches = [
+      {k: v.astype(np.float64) for k, v in b.items()}
+      for b in (_batch(hard=True), swapped)
+    ]
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh, state, step = setup_step(config, devices)
+      runs.append([])
+      for batch in batches:
+        state, m = step(state, _global(batch, mesh))
+        runs[-1].append((jax.device_get(state), jax.device_get(m)))
+    for (s1, m1), (s8, m8) in zip(*runs):
+      assert float(m1["update_norm"]) > 1.0
+      for k in ("loss", "grad_norm", "update_norm", "contrastive_top1"):
+        np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-12)
+      for part in ("params", "batch_stats"):
+        for a, b in zip(
+          jax.tree.leaves(getattr(s1, part)),
+          jax.tree.leaves(getattr(s8, part)),
+        ):
+          assert np.asarray(a).dtype == np.float64
+          np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-11)
 
 
 def test_hard_negative_layout_is_sslfers_with_hand_checked_positives():
