@@ -230,3 +230,34 @@ def test_pretext_arms_are_paired_with_stclr_as_well_as_scratch():
     "stclr", 0.1, res["stclr"], res["scratch"], 1.0, stclr=res["stclr"]
   )
   assert "diff_vs_stclr" not in plain
+
+
+def test_linear_only_runs_the_linear_phase_into_its_own_dir(bench):
+  """--linear_only: no fine-tuning, its runs in eval_<arm>_<pct>_linear,
+  and the held-out column is the linear probe's (the full runs' linear
+  phase: the same accuracy as the fixture's scratch rows)."""
+  d, _, saved = bench
+  out = d / "linear.json"
+  synthetic_protocol.main(
+    [
+      "--tiny",
+      f"--data_dir={d / 'tfds'}",
+      f"--workdir={d / 'work'}",
+      f"--out={out}",
+      "--arms=scratch",
+      "--labels=50",
+      "--folds=0",
+      "--draws=2",
+      "--linear_only",
+    ]
+  )
+  row = json.loads(out.read_text())["rows"][0]
+  assert row["heldout_acc"] == row["linear_probe_acc"]
+  full = {(r["arm"], r["labels"]): r for r in saved["rows"]}
+  assert row["linear_probe_acc"] == pytest.approx(
+    full[("scratch", 50)]["linear_probe_acc"]
+  )
+  folds = list((_eval_dir(d, "scratch", "50_linear") / "folds").iterdir())
+  assert len(folds) == 2
+  for path in folds:
+    assert "finetune" not in json.loads(path.read_text())
