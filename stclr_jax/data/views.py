@@ -217,6 +217,7 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None, heads=None):
       1 + len(_SWAPPED),
     )
     head, head_kp, _ = heads.draw(ex["subject_id"], ex["index"], s[0])
+    swap_draws = dict(zip(_SWAPPED, tf.unstack(s[1:])))
     smoothed, _ = face_swap_lib.smooth_keypoints(
       ex["keypoints"], swap.smoothing
     )
@@ -224,8 +225,7 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None, heads=None):
   for key in schema.views:
     frames = tf.gather(ex["video"], idx[_INDICES[key]])
     if swap is not None and key in _SWAPPED:
-      draw = s[1 + list(_SWAPPED).index(key)]
-      drawn = tf.random.stateless_uniform([], draw) < getattr(
+      drawn = tf.random.stateless_uniform([], swap_draws[key]) < getattr(
         swap, _SWAPPED[key]
       )
       frames, st = face_swap_lib.swap_positive(
