@@ -18,7 +18,19 @@ AUG_VARIANTS = ("all", "no_temporal", "no_crop", "no_color", "no_flip")
 # ``pretext=`` variants (joined with "+"): the config.pretext section whose
 # ``enabled`` each turns on.
 PRETEXT_VARIANTS = tuple(pretext_options.METHODS)
-ENCODERS = ("r2plus1d_18", "r3d_18", "mc3_18")
+# models.ENCODER_NAMES (held equal by a test; importing models pulls in JAX).
+ENCODERS = (
+  "r2plus1d_18",
+  "r3d_18",
+  "mc3_18",
+  "tpsbt_base",
+  "vit_small",
+  "vit_base",
+  "tpsbt_cpu",
+  "vit_cpu",
+  "tpsbt_tiny",
+  "vit_tiny",
+)
 
 
 def _run_fields(c: ml_collections.ConfigDict, batch_size: int) -> None:
@@ -331,7 +343,41 @@ def eval_section() -> ml_collections.ConfigDict:
   # A labelled data set of other subjects (e.g. synthetic_expressions/
   # expressive_heldout), scored by every run's final model ("": none).
   e.heldout_data = ""
+  e.transformer = transformer_recipe()
   return e
+
+
+def transformer_recipe() -> ml_collections.ConfigDict:
+  """Fine-tuning a video transformer (``model.encoder`` a TPSBT or ViT):
+  SVFAP's ``run_class_finetuning.py`` defaults. It replaces the phase's
+  optimiser (Adam), schedule and loss for that family only; the R(2+1)D
+  path never reads it. Budget, steps and subsets stay ``eval``'s."""
+  t = ml_collections.ConfigDict()
+  # AdamW; the rate is base_learning_rate x batch / 256 (SVFAP's rule).
+  t.base_learning_rate = 1e-3
+  t.betas = (0.9, 0.999)
+  t.weight_decay = 0.05  # not on 1-D parameters (biases, LayerNorms)
+  # Layer-wise rate decay: the tube embedding has id 0, block i id i + 1,
+  # the rest (temporal pyramid, bottleneck, fc_norm, head) the last id;
+  # id j is scaled by layer_decay^(blocks + 1 - j).
+  t.layer_decay = 0.75
+  # Linear warm-up from warmup_lr over this fraction of the steps (SVFAP:
+  # 5 of 100 epochs), then cosine to min_lr.
+  t.warmup_fraction = 0.05
+  t.warmup_lr = 1e-6
+  t.min_lr = 1e-6
+  t.drop_path = 0.1  # the last block's stochastic depth
+  t.label_smoothing = 0.1
+  # Mixup (Beta(mixup, mixup)) or, with probability switch_prob, CutMix
+  # (one box for every frame of a clip; Beta(cutmix, cutmix)), on the
+  # device, applied to a batch with probability mix_prob (timm's Mixup).
+  t.mixup = 0.8
+  t.cutmix = 1.0
+  t.mix_prob = 1.0
+  t.switch_prob = 0.5
+  # Test time: this many temporal windows per video, softmax averaged.
+  t.test_windows = 2
+  return t
 
 
 def apply_finetune_variants(

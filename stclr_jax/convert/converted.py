@@ -28,6 +28,15 @@ from stclr_jax.convert.kinetics import KINETICS_MEAN, KINETICS_STD
 # Written into and checked in metadata.json; conversions on disk carry
 # this exact string, so it stays as it is to keep them loading.
 FORMAT = "stclr_jax.convert.torchvision/1"
+SVFAP_FORMAT = "stclr_jax.convert.svfap/1"
+FORMATS = (FORMAT, SVFAP_FORMAT)
+KINETICS_INPUT = dict(
+  layout="(batch, time, height, width, 3), RGB in [0, 1]",
+  mean=list(KINETICS_MEAN),
+  std=list(KINETICS_STD),
+  resize=[128, 171],
+  crop=[112, 112],
+)
 METADATA_FILE = "metadata.json"
 STATE_DIR = "state"
 NUM_FEATURES = 512  # the encoders' pooled feature at width 1.0
@@ -50,7 +59,7 @@ class Converted(NamedTuple):
   ignored: tuple[str, ...]
 
 
-def abstract_encoder(arch: str, **options) -> models.VideoResNet:
+def abstract_encoder(arch: str, **options):
   """``make_encoder(arch, **options)`` built abstractly (shapes only)."""
   if arch not in models.ENCODER_NAMES:
     raise ValueError(
@@ -61,10 +70,12 @@ def abstract_encoder(arch: str, **options) -> models.VideoResNet:
   )
 
 
-def abstract_classifier(num_classes: int) -> models.LinearClassifier:
-  """A ``LinearClassifier(512, num_classes)`` built abstractly."""
+def abstract_classifier(
+  num_classes: int, features: int = NUM_FEATURES
+) -> models.LinearClassifier:
+  """A ``LinearClassifier(features, num_classes)`` built abstractly."""
   return nnx.eval_shape(
-    lambda: models.LinearClassifier(NUM_FEATURES, num_classes, rngs=nnx.Rngs(0))
+    lambda: models.LinearClassifier(features, num_classes, rngs=nnx.Rngs(0))
   )
 
 
@@ -91,9 +102,14 @@ def save_converted(
   out: str | os.PathLike,
   source: str = "",
   overwrite: bool = False,
+  *,
+  fmt: str = FORMAT,
+  input_spec: dict | None = None,
 ) -> dict:
   """Writes ``out/state`` (Orbax) and ``out/metadata.json``; returns the
-  metadata."""
+  metadata. ``fmt``: :data:`FORMAT` (torchvision's ResNets) or
+  :data:`SVFAP_FORMAT`; ``input_spec``: the input the weights expect
+  (default: torchvision's Kinetics-400 clips)."""
   out = pathlib.Path(out).absolute()
   state_dir = out / STATE_DIR
   if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:
@@ -115,19 +131,13 @@ def save_converted(
     else int(converted.classifier["fc"]["bias"].shape[0])
   )
   metadata = dict(
-    format=FORMAT,
+    format=fmt,
     arch=arch,
     width=1.0,
     num_classes=num_classes,
     source=str(source),
     ignored_keys=list(converted.ignored),
-    input=dict(
-      layout="(batch, time, height, width, 3), RGB in [0, 1]",
-      mean=list(KINETICS_MEAN),
-      std=list(KINETICS_STD),
-      resize=[128, 171],
-      crop=[112, 112],
-    ),
+    input=dict(input_spec or KINETICS_INPUT),
   )
   (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
   return metadata
@@ -147,11 +157,15 @@ def build_modules(converted: Converted, arch: str, **options):
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, values))
     return nnx.merge(graphdef, state)
 
-  encoder = fill(abstract_encoder(arch, **options), converted.encoder)
+  abstract = abstract_encoder(arch, **options)
+  encoder = fill(abstract, converted.encoder)
   classifier = None
   if converted.classifier is not None:
     num_classes = int(np.shape(converted.classifier["fc"]["bias"])[0])
-    classifier = fill(abstract_classifier(num_classes), converted.classifier)
+    classifier = fill(
+      abstract_classifier(num_classes, abstract.features),
+      converted.classifier,
+    )
   return encoder, classifier
 
 
@@ -176,20 +190,24 @@ def load_converted(path: str | os.PathLike, **options):
   if not meta_file.is_file() or not state_dir.is_dir():
     raise FileNotFoundError(
       f"{out} holds no converted checkpoint (expected {METADATA_FILE} and "
-      f"{STATE_DIR}/ written by python -m stclr_jax.convert.torchvision)"
+      f"{STATE_DIR}/ written by python -m stclr_jax.convert.torchvision or "
+      "stclr_jax.convert.svfap)"
     )
   metadata = json.loads(meta_file.read_text())
   arch = metadata.get("arch")
-  if metadata.get("format") != FORMAT or arch not in models.ENCODER_NAMES:
+  if metadata.get("format") not in FORMATS or arch not in models.ENCODER_NAMES:
     raise ValueError(
       f"{meta_file}: unknown format {metadata.get('format')!r} or arch {arch!r}"
     )
   if metadata.get("width", 1.0) != 1.0 or "width" in options:
     raise ValueError(f"{out}: converted checkpoints have width 1.0")
   num_classes = metadata.get("num_classes")
-  target = {"encoder": pure_state(abstract_encoder(arch, **options))}
+  abstract = abstract_encoder(arch, **options)
+  target = {"encoder": pure_state(abstract)}
   if num_classes:  # Orbax restores into these shapes, after the check below.
-    target["classifier"] = pure_state(abstract_classifier(int(num_classes)))
+    target["classifier"] = pure_state(
+      abstract_classifier(int(num_classes), abstract.features)
+    )
   with ocp.StandardCheckpointer() as checkpointer:
     stored = {
       p: tuple(x.shape)

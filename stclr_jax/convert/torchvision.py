@@ -111,7 +111,7 @@ _flat = nnx.traversals.flatten_mapping  # nested dict -> {path tuple: leaf}
 def _guess_arch(keys) -> str | None:
   """The arch whose key set the state_dict has, if any."""
   keys = {k for k in keys if not k.startswith("fc.")}
-  for arch in models.ENCODER_NAMES:
+  for arch in models.RESNET_NAMES:
     plan, counters = _key_plan(abstract_encoder(arch))
     if set(plan) <= keys <= set(plan) | counters:
       return arch
@@ -138,6 +138,12 @@ def torchvision_to_nnx(
       the message lists such keys (up to 30 of each kind) and, when the keys
       are those of another arch, names it.
   """
+  if arch not in models.RESNET_NAMES:
+    raise ConversionError(
+      f"{arch!r} is not a torchvision video ResNet (one of "
+      f"{', '.join(models.RESNET_NAMES)}); video transformers convert "
+      "with python -m stclr_jax.convert.svfap"
+    )
   encoder = abstract_encoder(arch)
   plan, ignorable = _key_plan(encoder)
   plan = {
@@ -266,7 +272,7 @@ def main(argv=None) -> dict:
     description="Convert a torchvision video ResNet state_dict to an Orbax "
     "checkpoint of stclr_jax's encoder (and classifier).",
   )
-  parser.add_argument("--arch", required=True, choices=models.ENCODER_NAMES)
+  parser.add_argument("--arch", required=True, choices=models.RESNET_NAMES)
   parser.add_argument(
     "--src",
     required=True,

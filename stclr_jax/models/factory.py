@@ -14,6 +14,7 @@ from flax import nnx
 from stclr_jax.models import make_encoder
 from stclr_jax.models.contrastive import ContrastiveModel
 from stclr_jax.models.video_resnet import BasicBlock, VideoResNet
+from stclr_jax.models.video_transformer import VideoTransformer, family
 
 # float64 is for numerical checks (bench/multihost_equivalence.py): it needs
 # jax_enable_x64, and makes the parameters float64 too.
@@ -45,10 +46,20 @@ def bn_groups_for(model_config, num_devices: int) -> int:
 
 
 def create_encoder(
-  model_config, *, rngs: nnx.Rngs, bn_groups: int = 1
-) -> VideoResNet:
-  """The encoder f of ``config.model`` (randomly initialised)."""
+  model_config, *, rngs: nnx.Rngs, bn_groups: int = 1, drop_path: float = 0.0
+) -> VideoResNet | VideoTransformer:
+  """The encoder f of ``config.model`` (randomly initialised).
+  ``drop_path``: a video transformer's stochastic depth (the fine-tuning
+  recipe's ``eval.transformer.drop_path``); a ResNet has none."""
   dtype = compute_dtype(model_config.dtype)
+  if family(model_config.encoder) != "resnet":
+    return make_encoder(
+      model_config.encoder,
+      drop_path=drop_path,
+      dtype=dtype,
+      param_dtype=jnp.float64 if dtype == jnp.float64 else jnp.float32,
+      rngs=rngs,
+    )
   encoder = make_encoder(
     model_config.encoder,
     width=model_config.width,

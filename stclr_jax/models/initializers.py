@@ -27,9 +27,11 @@ def _key_bits(key: jax.Array) -> jax.Array:
   return key
 
 
-def _host_normal(bits, *, shape, std, dtype):
+def _host_normal(bits, *, shape, std, dtype, uniform=False):
   seed = [int(b) for b in np.asarray(bits, np.uint32).ravel()]
   rng = np.random.Generator(np.random.PCG64(seed))
+  if uniform:  # U(-std, std)
+    return rng.uniform(-std, std, shape).astype(dtype)
   return (rng.standard_normal(shape) * std).astype(dtype)
 
 
@@ -39,13 +41,16 @@ def _host_words(bits, **kw):
   return values.view(np.uint32).reshape(*values.shape, 2)
 
 
-def host_normal(std_fn):
-  """Initializer ``(key, shape, dtype)`` drawing N(0, std_fn(shape)^2)."""
+def host_normal(std_fn, uniform: bool = False):
+  """Initializer ``(key, shape, dtype)`` drawing N(0, std_fn(shape)^2), or
+  U(-std_fn(shape), std_fn(shape)) with ``uniform``."""
 
   def init(key, shape, dtype=jnp.float32):
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
-    kw = dict(shape=shape, std=float(std_fn(shape)), dtype=dtype)
+    kw = dict(
+      shape=shape, std=float(std_fn(shape)), dtype=dtype, uniform=uniform
+    )
     if dtype.itemsize == 8:
       # JAX canonicalises a callback's result with the x64 setting of the
       # thread that runs it, and XLA may run it outside the caller's
@@ -82,3 +87,9 @@ lecun_normal = host_normal(lambda s: 1.0 / math.sqrt(s[-2] * _receptive(s)))
 
 def normal(std: float):
   return host_normal(lambda s: std)
+
+
+def fan_in_uniform(fan_in: int):
+  """PyTorch's default for convolutions (weight and bias alike):
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  return host_normal(lambda s: 1.0 / math.sqrt(fan_in), uniform=True)
