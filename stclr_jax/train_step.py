@@ -40,13 +40,16 @@ class TrainState:
 
   ``params``: the ``nnx.Param`` state; ``batch_stats``: the
   ``nnx.BatchStat`` state (BatchNorm running statistics); ``opt_state``:
-  the optax state of ``params``; ``step``: steps taken (int32).
+  the optax state of ``params``; ``step``: steps taken (int32);
+  ``rng``: a run's key data where its steps draw (a video transformer's
+  fine-tuning), else None; not checkpointed.
   """
 
   params: Any
   batch_stats: Any
   opt_state: Any
   step: Any
+  rng: Any = None
 
   def to_dict(self) -> dict:
     """The checkpoint layout: a plain dict with the four fields."""

@@ -101,7 +101,9 @@ def finetune_fold(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )
   sched = supervised.schedule(ev, ev.finetune_epochs)
-  state = runner.initial_state(tx, params, batch_stats)
+  state = runner.initial_state(
+    tx, params, batch_stats, seed if runner.transformer else None
+  )
   subset = eval_input.select(videos, num_videos, train_idx)
   spatial = train_augment(ev)
 
@@ -125,6 +127,7 @@ def finetune_fold(
   for epoch in range(ev.finetune_epochs):
     t0 = time.time()
     scale = sched.scale
+    lr = ev.learning_rate * scale
     losses, accs = [], []
     for batch in batches:
       state, m = step_fn(
@@ -132,6 +135,7 @@ def finetune_fold(
         mesh_lib.to_global_arrays(batch, runner.mesh),
         np.float32(scale),
       )
+      lr = m.get("lr", ev.learning_rate * scale)
       losses.append(m["loss"])
       accs.append(m["accuracy"])
     if epoch + 1 < ev.finetune_epochs:
@@ -150,7 +154,7 @@ def finetune_fold(
         "epoch": epoch + 1,
         "loss": mean_loss,
         "accuracy": float(np.mean(jax.device_get(accs))),
-        "lr": ev.learning_rate * scale,
+        "lr": float(lr),
         "seconds": round(time.time() - t0, 2),
       }
     )
@@ -196,7 +200,9 @@ def _finetune_steps(
   steps = int(ev.finetune_steps)
   per_epoch = max(1, len(train_idx) // batch_size)
   sched = supervised.StepSchedule(ev, steps, per_epoch)
-  state = runner.initial_state(tx, params, batch_stats)
+  state = runner.initial_state(
+    tx, params, batch_stats, seed if runner.transformer else None
+  )
   modes = tuple(
     m.strip() for m in ev.train_temporal_modes.split(",") if m.strip()
   )
@@ -223,6 +229,7 @@ def _finetune_steps(
     state, m = step_fn(
       state, mesh_lib.to_global_arrays(batch, runner.mesh), np.float32(scale)
     )
+    lr = m.get("lr", ev.learning_rate * scale)
     sched.end_step(m["loss"])
     losses.append(m["loss"])
     accs.append(m["accuracy"])
@@ -240,7 +247,7 @@ def _finetune_steps(
         "step": step,
         "loss": mean_loss,
         "accuracy": float(np.mean(jax.device_get(accs))),
-        "lr": ev.learning_rate * scale,
+        "lr": float(lr),
         "seconds": round(time.time() - t0, 2),
       }
     )

@@ -258,13 +258,25 @@ def split_metadata(builder, split: str) -> dict:
   return {k: np.asarray(v) for k, v in rows.items()}
 
 
+def test_windows(config) -> int:
+  """Clips per video at test time: one (the uniform sampler) for a
+  ResNet; a video transformer's ``eval.transformer.test_windows``."""
+  from stclr_jax.models.video_transformer import family  # JAX, not TF
+
+  if family(config.model.encoder) == "resnet":
+    return 1
+  return int(config.eval.transformer.test_windows)
+
+
 def eval_batches(videos, n, indices, config, batch_size):
   """Evaluation batches (:func:`eval_dataset`, as numpy) of the videos
-  ``indices`` of ``videos``, the cached split of ``n``."""
+  ``indices`` of ``videos``, the cached split of ``n``; :func:`test_windows`
+  clips of each."""
   return eval_dataset(
     select(videos, n, indices),
     len(indices),
     batch_size=batch_size,
     clip_len=config.data.clip_len,
     size=config.data.size,
+    num_clips=test_windows(config),
   ).as_numpy_iterator()

@@ -156,7 +156,9 @@ def evaluate(config, workdir: str) -> dict:
   )
 
   mesh = mesh_lib.make_mesh()
-  pretrained = factory.create_model(config, mesh.size)
+  pretrained = factory.create_model(
+    config, mesh.size, drop_path=factory.finetune_drop_path(config)
+  )
   init_info = init_from.init_encoder(config, pretrained)
   model = runner_lib.Classifier(
     pretrained.encoder, len(class_names), rngs=nnx.Rngs(config.seed + 1)
@@ -307,7 +309,13 @@ def evaluate(config, workdir: str) -> dict:
           )
           return {"test_accuracy": float(np.mean(preds == labels))}
 
-      if step_fn is None:
+      if runner.transformer:  # eval.transformer's recipe, per run length
+        tx, step_fn, _ = runner.make_transformer_step(
+          ev.transformer,
+          runs_lib.finetune_steps(ev, len(train_idx), fb),
+          fb,
+        )
+      elif step_fn is None:
         tx, step_fn = runner.make_train_step(
           ev.learning_rate, float(ev.get("head_lr_mult", 1.0))
         )

@@ -25,6 +25,7 @@ from flax import nnx
 from stclr_jax import compiler, models
 from stclr_jax import mesh as mesh_lib
 from stclr_jax.evaluation import supervised
+from stclr_jax.evaluation import transformer_recipe as recipe_lib
 from stclr_jax.models import layers
 from stclr_jax.train_step import TrainState
 
@@ -32,16 +33,21 @@ from stclr_jax.train_step import TrainState
 class Classifier(nnx.Module):
   """Encoder f without the projection head, plus a new linear layer."""
 
-  def __init__(
-    self, encoder: models.VideoResNet, num_classes: int, *, rngs: nnx.Rngs
-  ):
+  def __init__(self, encoder, num_classes: int, *, rngs: nnx.Rngs):
     self.encoder = encoder
+    self.num_classes = num_classes
     self.head = models.LinearClassifier(
-      encoder.features, num_classes, rngs=rngs
+      encoder.features,
+      num_classes,
+      param_dtype=encoder.param_dtype,  # float64 for float64 checks
+      rngs=rngs,
     )
 
-  def __call__(self, video_BxTxHxWxC: jax.Array) -> jax.Array:
-    return self.head(self.encoder(video_BxTxHxWxC))
+  def __call__(self, video_BxTxHxWxC: jax.Array, rng=None) -> jax.Array:
+    """Logits; ``rng``: a video transformer's stochastic-depth key."""
+    if rng is None:
+      return self.head(self.encoder(video_BxTxHxWxC))
+    return self.head(self.encoder(video_BxTxHxWxC, rng=rng))
 
 
 class Runner:
@@ -52,6 +58,11 @@ class Runner:
   def __init__(self, model: Classifier, mesh, mean, std):
     self.mesh = mesh
     self._train_steps = {}
+    # A video transformer fine-tunes with eval.transformer's recipe and
+    # averages its test windows' softmax (transformer_recipe.py).
+    self.transformer = isinstance(model.encoder, models.VideoTransformer)
+    self.num_classes = model.num_classes
+    self.num_blocks = len(model.encoder.blocks) if self.transformer else 0
     self.graphdef, _ = nnx.split(model)
     self.mean = jnp.asarray(mean, jnp.float32)
     self.std = jnp.asarray(std, jnp.float32)
@@ -96,7 +107,10 @@ class Runner:
     logits = self._eval_model(variables)(
       self._normalize(video.reshape(b * k, *video.shape[2:]))
     )
-    return jax.nn.log_softmax(logits).reshape(b, k, -1).mean(1)
+    logp = jax.nn.log_softmax(logits).reshape(b, k, -1)
+    if self.transformer:  # the windows' probabilities averaged
+      return jnp.log(jnp.mean(jnp.exp(logp), 1))
+    return logp.mean(1)
 
   def _batch_stats_fn(self, variables, video):
     """Every BatchNorm's statistics of this batch, in training mode."""
@@ -152,15 +166,22 @@ class Runner:
     ``variables``: ``(params, batch_stats)``."""
     return self._run(self._features, variables, batches)
 
-  def initial_state(self, tx, params, batch_stats) -> TrainState:
+  def initial_state(
+    self, tx, params, batch_stats, seed: int | None = None
+  ) -> TrainState:
     """A fresh training state (``tx`` initialised, step 0) on the mesh,
-    replicated: where every supervised phase starts."""
+    replicated: where every supervised phase starts. ``seed``: the run's
+    key for a transformer step's draws (mixing, stochastic depth)."""
+    rng = None
+    if seed is not None:
+      rng = np.asarray(jax.random.key_data(jax.random.key(seed)))
     return jax.device_put(
       TrainState(
         params=params,
         batch_stats=batch_stats,
         opt_state=tx.init(params),
         step=np.int32(0),
+        rng=rng,
       ),
       self.replicated,
     )
@@ -216,6 +237,73 @@ class Runner:
       out_shardings=(self.replicated, self.replicated),
       donate_argnums=(0,),
       compiler_options=self._options,
+    )
+
+  def make_transformer_step(self, recipe, steps: int, batch_size: int):
+    """A video transformer's jitted, donated fine-tuning step for a run of
+    ``steps`` steps at ``batch_size`` (:mod:`transformer_recipe`): the rate
+    ``lr_table[step]``, the draws from ``state.rng`` folded with the step
+    (:meth:`initial_state` with a seed). Returns ``(tx, step, table)``;
+    ``step(state, batch, lr_scale)`` ignores ``lr_scale`` (the loop's
+    schedule): the recipe's table is the schedule."""
+    key = ("transformer", str(recipe), steps, batch_size)
+    if key not in self._train_steps:
+      self._train_steps[key] = self._new_transformer_step(
+        recipe, steps, batch_size
+      )
+    return self._train_steps[key]
+
+  def _new_transformer_step(self, recipe, steps: int, batch_size: int):
+    tx = recipe_lib.optimizer(recipe, self.num_blocks)
+    table = recipe_lib.lr_table(
+      recipe, recipe_lib.learning_rate(recipe, batch_size), steps
+    )
+    rates = jnp.asarray(table, jnp.float32)
+
+    def step(state: TrainState, batch, lr_scale):
+      del lr_scale
+      key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+      k_mix, k_drop = jax.random.split(key)
+      video, targets, _ = recipe_lib.mix(
+        k_mix,
+        self._normalize(batch["video"]),
+        batch["label"],
+        self.num_classes,
+        recipe,
+      )
+
+      def loss_of(params):
+        model = nnx.merge(self.graphdef, params, state.batch_stats, copy=True)
+        logits = model(video, rng=k_drop)
+        loss = recipe_lib.soft_cross_entropy(logits, targets)
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, acc
+
+      (loss, acc), grads = jax.value_and_grad(loss_of, has_aux=True)(
+        state.params
+      )
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      lr = rates[jnp.minimum(state.step, len(table) - 1)]
+      updates = jax.tree.map(lambda u: -lr.astype(u.dtype) * u, updates)
+      new_state = TrainState(
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=state.batch_stats,
+        opt_state=opt_state,
+        step=state.step + 1,
+        rng=state.rng,
+      )
+      return new_state, {"loss": loss, "accuracy": acc, "lr": lr}
+
+    return (
+      tx,
+      jax.jit(
+        step,
+        in_shardings=(self.replicated, self._data, self.replicated),
+        out_shardings=(self.replicated, self.replicated),
+        donate_argnums=(0,),
+        compiler_options=self._options,
+      ),
+      table,
     )
 
 

@@ -64,6 +64,13 @@ def finetune_length(ev) -> int:
   return int(ev.finetune_epochs)
 
 
+def finetune_steps(ev, num_train: int, batch: int) -> int:
+  """The number of fine-tuning steps of a run on ``num_train`` videos."""
+  if finetune.budget(ev) == "steps":
+    return int(ev.finetune_steps)
+  return int(ev.finetune_epochs) * max(1, num_train // batch)
+
+
 def finetune_epochs(ev, num_train: int, batch: int) -> int:
   """The last "epoch" of fine-tuning's log (steps: an epoch's worth)."""
   if finetune.budget(ev) == "steps":

@@ -86,16 +86,31 @@ def zero_init_residual(encoder: VideoResNet) -> int:
   return count
 
 
+def finetune_drop_path(config) -> float:
+  """The encoder's stochastic depth when fine-tuning: a video
+  transformer's ``eval.transformer.drop_path``; 0 for a ResNet."""
+  if family(config.model.encoder) == "resnet":
+    return 0.0
+  return float(config.eval.transformer.drop_path)
+
+
 def create_model(
-  config, num_devices: int = 1, bn_groups: int | None = None
+  config,
+  num_devices: int = 1,
+  bn_groups: int | None = None,
+  drop_path: float = 0.0,
 ) -> ContrastiveModel:
   """Encoder + projection head of ``config.model``, seeded by
   ``config.seed``. BatchNorm groups default to :func:`bn_groups_for` with
-  ``num_devices`` (the mesh size)."""
+  ``num_devices`` (the mesh size); ``drop_path``: a video transformer's
+  stochastic depth."""
   m = config.model
   rngs = nnx.Rngs(config.seed)
   encoder = create_encoder(
-    m, rngs=rngs, bn_groups=bn_groups or bn_groups_for(m, num_devices)
+    m,
+    rngs=rngs,
+    bn_groups=bn_groups or bn_groups_for(m, num_devices),
+    drop_path=drop_path,
   )
   return ContrastiveModel(
     encoder,

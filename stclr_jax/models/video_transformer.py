@@ -150,7 +150,9 @@ class VideoTransformer(nnx.Module):
       full = self.blocks[i](full, neck, keys[i])  # the reverse block
       i += 1
       x = full.reshape(b, t, s, c)
-    pooled = x.reshape(b, -1, c).astype(jnp.float32).mean(1)
+    # The mean in float32 at least (bf16 sums drift over 100s of tokens).
+    pooled = x.reshape(b, -1, c)
+    pooled = pooled.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(1)
     return self.fc_norm(pooled.astype(self.dtype))
 
 
