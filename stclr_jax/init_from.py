@@ -144,7 +144,9 @@ def restore_pretrained(config, model: models.ContrastiveModel) -> dict:
     "params": nnx.to_pure_dict(params),
     "batch_stats": nnx.to_pure_dict(batch_stats),
   }
-  have = {k: pure(meta[k]["encoder"]) for k in want}
+  # A checkpoint keeps no empty trees: an encoder without BatchNorm (a
+  # video transformer) has no batch_stats/encoder entry.
+  have = {k: pure((meta.get(k) or {}).get("encoder", {})) for k in want}
   want_shapes, have_shapes = _paths(want), _paths(have)
   if want_shapes != have_shapes:
     diff = sorted(set(want_shapes.items()) ^ set(have_shapes.items()))[:3]
@@ -161,7 +163,8 @@ def restore_pretrained(config, model: models.ContrastiveModel) -> dict:
   mngr.close()
   nnx.replace_by_pure_dict(params, pure(restored["params"]["encoder"]))
   nnx.replace_by_pure_dict(
-    batch_stats, pure(restored["batch_stats"]["encoder"])
+    batch_stats,
+    pure((restored.get("batch_stats") or {}).get("encoder", {})),
   )
   nnx.update(model.encoder, params, batch_stats)
   return {"init": "st-clr", "path": str(ckpt_dir), "step": int(step)}

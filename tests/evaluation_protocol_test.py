@@ -11,7 +11,8 @@ import pytest
 
 from configs import finetune_synthetic, stclr_synthetic
 from stclr_jax import train
-from stclr_jax.evaluation import protocol
+from stclr_jax.evaluation import input as eval_input
+from stclr_jax.evaluation import protocol, transformer_recipe
 
 
 def _eval_config(**eval_fields):
@@ -163,3 +164,28 @@ def test_scratch_reestimates_and_the_learning_curve_changes_nothing(
   assert [e["lr"] for e in log] == [lr, lr * 0.5 * (1 + np.cos(np.pi / 2))]
   ident = curve["identity_probe"]
   assert ident["subjects"] == 6 and 0 <= ident["accuracy"] <= 1
+
+
+def test_a_video_transformer_fine_tunes_with_its_recipe(tmp_path):
+  """A random ViT through the whole protocol (one fold, 3 steps): its
+  fine-tuning log follows the recipe's schedule, not the ResNet path's
+  plateau, and its test clips are two windows."""
+  config = _eval_config(
+    budget="steps", linear_steps=2, finetune_steps=3, run_folds="0"
+  )
+  config.model.encoder = "vit_tiny"
+  config.eval.transformer.warmup_fraction = 0.34  # one warm-up step of 3
+  rep = protocol.evaluate(config, str(tmp_path / "eval"))
+  assert rep["final"] == "finetune" and rep["folds_run"] == [0]
+  fold = json.load(open(tmp_path / "eval" / "folds" / "fold_00.json"))
+  want = transformer_recipe.lr_table(
+    config.eval.transformer,
+    transformer_recipe.learning_rate(config.eval.transformer, 8),
+    3,
+  )
+  logged = [e["lr"] for e in fold["finetune"]["log"]]
+  assert logged[-1] == pytest.approx(want[-1], rel=1e-6)
+  assert want[0] == pytest.approx(config.eval.transformer.warmup_lr)
+  assert eval_input.test_windows(config) == 2
+  config.model.encoder = "r2plus1d_18"
+  assert eval_input.test_windows(config) == 1

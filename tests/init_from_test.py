@@ -105,3 +105,44 @@ def test_bad_init_from_gets_a_clear_error(pretrained, tmp_path):
   config.init_step = 7
   with pytest.raises(ValueError, match=r"init_step=7: .* has steps \[2\]"):
     _initial_encoder(config)
+
+
+def test_a_video_transformer_pretrains_and_initialises_the_same_way(
+  tmp_path,
+):
+  """ST-CLR's step trains a TPSBT as it trains R(2+1)D (no BatchNorm:
+  empty statistics), and an evaluation built with the same encoder restores
+  it through the same ``init_encoder`` path, drop path and all."""
+  config = _helpers_step.config(name="sgd", learning_rate=0.1, momentum=0.9)
+  config.model.encoder = "tpsbt_tiny"
+  (tmp_path / "config.json").write_text(config.to_json_best_effort())
+  mesh, state, step = _helpers_step.setup_step(config, jax.devices()[:2])
+  start = jax.device_get(state.params)
+  state, metrics = step(state, _global(_helpers_step.batch(), mesh))
+  assert np.isfinite(float(metrics["loss"]))
+  mngr = checkpoints.manager(str(tmp_path), 3)
+  checkpoints.save(mngr, 1, state)
+  mngr.wait_until_finished()
+  mngr.close()
+  evaluation = finetune_synthetic.get_config("tiny=1")
+  evaluation.model.encoder = "tpsbt_tiny"
+  evaluation.init_from = str(tmp_path)
+  model = factory.create_model(
+    evaluation, drop_path=factory.finetune_drop_path(evaluation)
+  )
+  info = init_from.init_encoder(evaluation, model)
+  assert info["step"] == 1
+  assert model.encoder.blocks[-1].drop_path == 0.1
+  got = nnx.to_pure_dict(nnx.state(model.encoder, nnx.Param))
+  saved = init_from.pure(jax.device_get(state.params)["encoder"])
+  before = init_from.pure(start["encoder"])
+  leaves = jax.tree_util.tree_flatten_with_path(got)[0]
+  assert len(leaves) == len(jax.tree.leaves(saved)) > 40
+  for (path, value), want, _ in zip(
+    leaves, jax.tree.leaves(saved), jax.tree.leaves(before), strict=True
+  ):
+    np.testing.assert_array_equal(value, want, err_msg=str(path))
+  assert any(
+    not np.array_equal(w, o)
+    for w, o in zip(jax.tree.leaves(saved), jax.tree.leaves(before))
+  )
