@@ -52,6 +52,13 @@ x3 for a training step) is printed beside it.
       --optimizer adam --step pretrain,finetune
   # GPU, one command (defaults: 16x112 and 16x224, bf16 and fp32):
   python bench/train_step.py --torch_compile
+  # The video transformers against R(2+1)D at CPU size (JAX; FLOPs, time):
+  python bench/train_step.py --encoder r2plus1d_18,tpsbt_cpu,vit_cpu \
+      --width 0.25 --frames 8 --sizes 48 --batch 16 --optimizer adam \
+      --step pretrain,finetune --framework jax
+  # GPU, SVFAP's size: 16x160^2 clips in bf16 (TPSBT-B, ViT-B):
+  python bench/train_step.py --encoder tpsbt_base,vit_base --frames 16 \
+      --sizes 160 --batch 32 --dtypes bf16 --step pretrain --framework jax
 
 It ends with the machine's load during the run (``bench/timing.py``) and
 flags the figures UNRELIABLE when other jobs shared the cores.
@@ -61,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -119,10 +127,12 @@ def jax_optimizer(name: str):
   return optim_lib.make_optimizer(optim, optax.constant_schedule(lr)), lr
 
 
-def _encoder(width, dtype, lowering, rngs):
+def _encoder(width, dtype, lowering, rngs, name="r2plus1d_18"):
   compute = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype]
+  if models.family(name) != "resnet":  # no width, no convolution lowering
+    return models.make_encoder(name, dtype=compute, rngs=rngs)
   return models.make_encoder(
-    "r2plus1d_18", width=width, dtype=compute, conv_lowering=lowering, rngs=rngs
+    name, width=width, dtype=compute, conv_lowering=lowering, rngs=rngs
   )
 
 
@@ -156,12 +166,13 @@ def jax_pretrain_step(
   devices=None,
   lowering="auto",
   optimizer="sgd",
+  encoder="r2plus1d_18",
 ):
   """The pretraining step before compilation: returns (jitted step, state,
   batch, model); the batch is sharded over ``devices`` (default: the first
   device)."""
   rngs = nnx.Rngs(0)
-  encoder = _encoder(width, dtype, lowering, rngs)
+  encoder = _encoder(width, dtype, lowering, rngs, encoder)
   model = models.ContrastiveModel(encoder, proj_dim=PROJ_DIM, rngs=rngs)
   tx, lr = jax_optimizer(optimizer)
   mesh = mesh_lib.make_mesh(
@@ -195,12 +206,13 @@ def build_jax(
   devices=None,
   lowering="auto",
   optimizer="sgd",
+  encoder="r2plus1d_18",
 ):
   """The pretraining step: returns (compiled step, state, batch, info
   dict); the batch is sharded over ``devices`` (default: the first
   device)."""
   step, state, data, model = jax_pretrain_step(
-    batch, frames, size, dtype, width, devices, lowering, optimizer
+    batch, frames, size, dtype, width, devices, lowering, optimizer, encoder
   )
   compiled, info = _compiled_info(step, state, data)
   info["which"] = f"stclr_jax.train_step.make_train_step, {optimizer}"
@@ -208,29 +220,46 @@ def build_jax(
   return compiled, state, data, info
 
 
-def build_jax_finetune(batch, frames, size, dtype, width=1.0, lowering="auto"):
+def build_jax_finetune(
+  batch,
+  frames,
+  size,
+  dtype,
+  width=1.0,
+  lowering="auto",
+  encoder="r2plus1d_18",
+):
   """The fine-tuning step (``runner.Runner.make_train_step``, Adam at
-  ``FINETUNE_LR``): returns (step taking the state, state, batch, info)."""
+  ``FINETUNE_LR``; a video transformer's: ``make_transformer_step`` with
+  the default ``eval.transformer`` recipe, drop path 0.1): returns (step
+  taking the state, state, batch, info)."""
   # Imported here: the evaluation modules import the input pipeline
   # (TensorFlow), which the pretraining benchmark does without.
+  from stclr_jax import configlib
   from stclr_jax.evaluation import runner as runner_lib
 
   rngs = nnx.Rngs(0)
-  model = runner_lib.Classifier(
-    _encoder(width, dtype, lowering, rngs), NUM_CLASSES, rngs=rngs
-  )
+  transformer = models.family(encoder) != "resnet"
+  recipe = configlib.transformer_recipe()
+  if transformer:
+    compute = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype]
+    enc = models.make_encoder(
+      encoder, dtype=compute, drop_path=recipe.drop_path, rngs=rngs
+    )
+  else:
+    enc = _encoder(width, dtype, lowering, rngs, encoder)
+  model = runner_lib.Classifier(enc, NUM_CLASSES, rngs=rngs)
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
   runner = runner_lib.Runner(model, mesh, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-  tx, step = runner.make_train_step(FINETUNE_LR)
-  params = nnx.state(model, nnx.Param)
-  state = jax.device_put(
-    train_step_lib.TrainState(
-      params=params,
-      batch_stats=nnx.state(model, nnx.BatchStat),
-      opt_state=tx.init(params),
-      step=np.int32(0),
-    ),
-    runner.replicated,
+  if transformer:
+    tx, step, _ = runner.make_transformer_step(recipe, 1000, batch)
+  else:
+    tx, step = runner.make_train_step(FINETUNE_LR)
+  state = runner.initial_state(
+    tx,
+    nnx.state(model, nnx.Param),
+    nnx.state(model, nnx.BatchStat),
+    seed=0 if transformer else None,
   )
   key_v, key_l = jax.random.split(jax.random.key(1))
   data = {
@@ -240,9 +269,34 @@ def build_jax_finetune(batch, frames, size, dtype, width=1.0, lowering="auto"):
   data = jax.device_put(data, mesh_lib.batch_sharded(mesh))
   scale = np.float32(1.0)
   compiled, info = _compiled_info(step, state, data, scale)
-  info["which"] = "stclr_jax.evaluation.runner.Runner.make_train_step"
+  info["which"] = "stclr_jax.evaluation.runner.Runner." + (
+    "make_transformer_step (eval.transformer's recipe)"
+    if transformer
+    else "make_train_step"
+  )
   info["params"] = models.count_params(model)
   return (lambda st, d: compiled(st, d, scale)), state, data, info
+
+
+def build_jax_forward(
+  batch, frames, size, dtype, width=1.0, encoder="r2plus1d_18"
+):
+  """The encoder's forward pass alone (evaluation mode): returns (step
+  taking the state, state, clips, info); XLA's FLOPs / 2 per clip are the
+  multiply-adds that papers quote."""
+  rngs = nnx.Rngs(0)
+  enc = _encoder(width, dtype, "auto", rngs, encoder)
+  enc.eval()
+  graphdef, state = nnx.split(enc)
+  x = jax.random.uniform(jax.random.key(1), (batch, frames, size, size, 3))
+
+  def forward(state, x):
+    return state, nnx.merge(graphdef, state)(x)
+
+  compiled, info = _compiled_info(jax.jit(forward), state, x)
+  info["which"] = f"{encoder} forward"
+  info["params"] = models.count_params(enc)
+  return compiled, state, x, info
 
 
 def jax_device_peak_bytes():
@@ -322,10 +376,21 @@ class _JaxRunner:
         width=a.width,
         lowering=lowering,
         optimizer=a.optimizer,
+        encoder=a.encoder,
+      )
+    elif step == "forward":
+      built = build_jax_forward(
+        batch, frames, size, dtype, width=a.width, encoder=a.encoder
       )
     else:
       built = build_jax_finetune(
-        batch, frames, size, dtype, width=a.width, lowering=lowering
+        batch,
+        frames,
+        size,
+        dtype,
+        width=a.width,
+        lowering=lowering,
+        encoder=a.encoder,
       )
     self.step, self.state, self.data, self.info = built
     print(
@@ -379,18 +444,20 @@ def run_config(a, step, batch, frames, size, dtype):
   """Builds every runner of ``step`` (``"pretrain"`` or ``"finetune"``),
   warms up, times them interleaved; prints."""
   clips = 2 * batch if step == "pretrain" else batch
+  transformer = models.family(a.encoder) != "resnet"
   print(
-    f"\n== {step}: batch {batch} videos ({clips} clips), {frames}x{size}x"
-    f"{size}, {dtype}, width {a.width:g}",
+    f"\n== {step}: {a.encoder}, batch {batch} videos ({clips} clips), "
+    f"{frames}x{size}x{size}, {dtype}"
+    + ("" if transformer else f", width {a.width:g}"),
     flush=True,
   )
   runners = {}
   if a.framework in ("both", "jax"):
-    for low in a.lowering.split(","):
+    for low in a.lowering.split(",") if not transformer else ["-"]:
       runners[f"jax:{low}"] = _JaxRunner(
-        a, step, batch, frames, size, dtype, low
+        a, step, batch, frames, size, dtype, "auto" if low == "-" else low
       )
-  if a.framework in ("both", "torch"):
+  if a.framework in ("both", "torch") and not transformer and step != "forward":
     runners["torch"] = _torch_runner(a, step, batch, frames, size, dtype)
   for _ in range(a.warmup):
     for fn in runners.values():
@@ -422,10 +489,15 @@ def run_config(a, step, batch, frames, size, dtype):
       line += (
         f"\n        XLA cost analysis {info['flops'] / 1e9:.1f} GFLOP/step"
       )
-      if a.width == 1.0:
+      if a.width == 1.0 and a.encoder == "r2plus1d_18":
         forward = 2 * TV_GMAC_PER_CLIP * 1e9 * (frames / 16) * (size / 112) ** 2
         line += f" (analytic {3 * forward * clips / 1e9:.0f})"
       line += f"; MFU {100 * info['flops'] / med / peak:.2f}% of {how}"
+      if step == "forward":
+        line += (
+          f"\n        {info['flops'] / 2e9 / clips:.2f} G multiply-adds "
+          "per clip (XLA's FLOPs / 2)"
+        )
       mem = info.get("xla_bytes")
       line += (
         f"\n        memory: XLA buffers {mem / 2**30:.2f} GiB"
@@ -480,6 +552,13 @@ def main():
   )
   p.add_argument("--frames", type=int, default=16)
   p.add_argument(
+    "--encoder",
+    default="r2plus1d_18",
+    help="encoders, comma-separated, each run in turn: "
+    + ", ".join(models.ENCODER_NAMES)
+    + " (PyTorch peers: R(2+1)D only; transformers run JAX alone)",
+  )
+  p.add_argument(
     "--width",
     type=float,
     default=1.0,
@@ -489,7 +568,8 @@ def main():
   p.add_argument(
     "--step",
     default="pretrain",
-    help="pretrain, finetune or both (comma-separated)",
+    help="pretrain, finetune, forward (the encoder alone; JAX), "
+    "comma-separated",
   )
   p.add_argument(
     "--optimizer",
@@ -516,8 +596,8 @@ def main():
   a = p.parse_args()
   steps = [st.strip() for st in a.step.split(",") if st.strip()]
   for st in steps:
-    if st not in ("pretrain", "finetune"):
-      p.error(f"--step: pretrain or finetune, got {st!r}")
+    if st not in ("pretrain", "finetune", "forward"):
+      p.error(f"--step: pretrain, finetune or forward, got {st!r}")
   sizes = [int(s) for s in a.sizes.split(",")]
   batches = [int(b) for b in a.batch.split(",")]
   if len(batches) == 1:
@@ -526,8 +606,13 @@ def main():
     f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
     f"{len(os.sched_getaffinity(0))} CPU cores; median of {a.repeats}"
   )
+  encoders = [e.strip() for e in a.encoder.split(",") if e.strip()]
+  for e in encoders:
+    if e not in models.ENCODER_NAMES:
+      p.error(f"--encoder: one of {', '.join(models.ENCODER_NAMES)}, got {e!r}")
   with timing.MachineLoad() as load:
-    for step in steps:
+    for step, encoder in itertools.product(steps, encoders):
+      a.encoder = encoder
       for size, batch in zip(sizes, batches):
         for dtype in a.dtypes.split(","):
           try:
