@@ -25,6 +25,9 @@ is the ``linear_probe_acc`` column); fine-tuning from a zero head.
 Arms (``--arms``; :data:`TABLE` is the default set):
 
 * ``scratch``: a random encoder (BatchNorm statistics re-estimated per run);
+  ``scratch_tpsbt`` and ``scratch_vit``: SVFAP's TPSBT and VideoMAE's ViT
+  at CPU size (docs/video_transformers.md), random, fine-tuned with
+  ``eval.transformer``'s recipe (SVFAP's defaults) on the same budget;
 * controls, pretrained with labels on the pool (same budget in clips as
   ST-CLR): ``supervised_pool`` (the expression: positive control),
   ``identity_pool`` (the subject: negative), ``shuffled_pool`` (permuted
@@ -139,7 +142,10 @@ _VIEWS = {
 }
 OVERRIDES = {"stclr_views": _VIEWS, "clmex": _VIEWS}
 SSL_ARMS = ("stclr", "stclr_no_temporal", "stclr_views", *PRETEXT)
-ARMS = ("scratch", *CONTROLS, *SSL_ARMS, "pixels")
+# Random encoders of another family, fine-tuned with its own recipe
+# (eval.transformer's defaults for the video transformers).
+ENCODER_ARMS = {"scratch_tpsbt": "tpsbt_cpu", "scratch_vit": "vit_cpu"}
+ARMS = ("scratch", *ENCODER_ARMS, *CONTROLS, *SSL_ARMS, "pixels")
 TABLE = (
   "scratch",
   "supervised_pool",
@@ -189,7 +195,7 @@ def _version_dir(args):
 
 def pretrain(arm, args, times):
   """The arm's pretraining workdir ("" for scratch and pixels)."""
-  if arm in ("scratch", "pixels"):
+  if arm in ("scratch", "pixels", *ENCODER_ARMS):
     return ""
   workdir = os.path.join(_version_dir(args), f"pretrain_{arm}")
   t0 = time.time()
@@ -262,6 +268,10 @@ def eval_config(args, pct):
 def evaluate(arm, init, pct, args, times):
   config = eval_config(args, pct)
   config.init_from = init
+  if arm in ENCODER_ARMS:
+    config.model.encoder = ENCODER_ARMS[arm]
+    if args.tiny:
+      config.model.encoder = config.model.encoder.replace("_cpu", "_tiny")
   config.eval.linear_only = args.linear_only
   suffix = "_linear" if args.linear_only else ""
   workdir = os.path.join(
@@ -519,7 +529,7 @@ def print_table(rows, out):
       )
 
 
-def main(argv=None):
+def _parser():
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
@@ -551,6 +561,16 @@ def main(argv=None):
     "runs are the full runs' linear phase, in eval_<arm>_<pct>_linear): "
     "the fine-tuned columns then repeat the linear probe",
   )
+  return p
+
+
+def parse_args(argv=None):
+  """The command line's arguments (no checks beyond argparse's)."""
+  return _parser().parse_args(argv)
+
+
+def main(argv=None):
+  p = _parser()
   args = p.parse_args(argv)
   arms = [a for a in args.arms.split(",") if a]
   for a in arms:

@@ -261,3 +261,28 @@ def test_linear_only_runs_the_linear_phase_into_its_own_dir(bench):
   assert len(folds) == 2
   for path in folds:
     assert "finetune" not in json.loads(path.read_text())
+
+
+def test_encoder_arms_evaluate_a_random_transformer(monkeypatch, tmp_path):
+  """``scratch_tpsbt`` and ``scratch_vit``: no pretraining, the protocol
+  run with the family's encoder (the tiny sizes under --tiny), on the
+  arm's own eval dir; the run itself is tests/evaluation_protocol_test's."""
+  seen = {}
+
+  def fake(config, workdir):
+    seen[os.path.basename(workdir)] = (config.model.encoder, config.init_from)
+    return {}
+
+  monkeypatch.setattr(synthetic_protocol.protocol, "evaluate", fake)
+  monkeypatch.setattr(synthetic_protocol.compare, "load_runs", lambda *a: {})
+  args = synthetic_protocol.parse_args(
+    ["--tiny", f"--data_dir={tmp_path}", f"--workdir={tmp_path}"]
+  )
+  for arm, size in synthetic_protocol.ENCODER_ARMS.items():
+    assert synthetic_protocol.pretrain(arm, args, {}) == ""
+    synthetic_protocol.evaluate(arm, "", 10, args, {})
+    assert seen[f"eval_{arm}_10"] == (size.replace("_cpu", "_tiny"), "")
+  assert synthetic_protocol.ENCODER_ARMS == {
+    "scratch_tpsbt": "tpsbt_cpu",
+    "scratch_vit": "vit_cpu",
+  }

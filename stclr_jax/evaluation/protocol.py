@@ -184,7 +184,10 @@ def evaluate(config, workdir: str) -> dict:
   )
   heldout = Heldout.load(config, class_names) if todo else None
 
-  reestimate = reestimate_batch_stats(config)
+  # An encoder without BatchNorm (a video transformer) has none to redo.
+  reestimate = reestimate_batch_stats(config) and bool(
+    jax.tree.leaves(batch_stats)
+  )
   init_info["bn_reestimated"] = reestimate
   feats = None
   heldout_feats = None
