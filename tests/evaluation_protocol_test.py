@@ -189,3 +189,23 @@ def test_a_video_transformer_fine_tunes_with_its_recipe(tmp_path):
   assert eval_input.test_windows(config) == 2
   config.model.encoder = "r2plus1d_18"
   assert eval_input.test_windows(config) == 1
+
+
+def test_fingerprint_ignores_the_transformer_recipe_only_for_resnets():
+  """A ResNet fold cannot depend on ``eval.transformer``, so its stored runs
+  stay valid when that recipe changes; a transformer's fingerprint does
+  change with it, and every other field still counts for a ResNet."""
+  config = finetune_synthetic.get_config("tiny=1")
+  base = protocol.fingerprint(config)
+  config.eval.transformer.layer_decay = 0.5
+  assert protocol.fingerprint(config) == base
+  config.eval.transformer.test_windows = 3
+  assert protocol.fingerprint(config) == base
+  config.eval.learning_rate = config.eval.learning_rate * 2
+  assert protocol.fingerprint(config) != base
+
+  vit = finetune_synthetic.get_config("tiny=1")
+  vit.model.encoder = "vit_tiny"
+  vit_base = protocol.fingerprint(vit)
+  vit.eval.transformer.layer_decay = 0.5
+  assert protocol.fingerprint(vit) != vit_base

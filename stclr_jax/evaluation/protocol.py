@@ -41,6 +41,7 @@ from stclr_jax.evaluation import runner as runner_lib
 from stclr_jax.evaluation import runs as runs_lib
 from stclr_jax.evaluation.heldout import Heldout
 from stclr_jax.models import factory
+from stclr_jax.models.video_transformer import family
 
 # Fields that choose what runs, not what a fold computes.
 _NOT_IN_FINGERPRINT = (
@@ -57,6 +58,10 @@ def fingerprint(config) -> str:
   c = json.loads(config.to_json_best_effort())
   for k in _NOT_IN_FINGERPRINT:
     c.get("eval", {}).pop(k, None)
+  if family(config.model.encoder) == "resnet":
+    # The transformer recipe cannot change a ResNet's fold, so a new
+    # recipe field does not orphan the ResNet runs already stored.
+    c.get("eval", {}).pop("transformer", None)
   digest = hashlib.sha256(json.dumps(c, sort_keys=True).encode())
   return digest.hexdigest()[:16]
 
