@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 
 import jax
@@ -246,7 +247,12 @@ class Runner:
     (:meth:`initial_state` with a seed). Returns ``(tx, step, table)``;
     ``step(state, batch, lr_scale)`` ignores ``lr_scale`` (the loop's
     schedule): the recipe's table is the schedule."""
-    key = ("transformer", str(recipe), steps, batch_size)
+    key = (
+      "transformer",
+      json.dumps(recipe.to_dict(), sort_keys=True),
+      steps,
+      batch_size,
+    )
     if key not in self._train_steps:
       self._train_steps[key] = self._new_transformer_step(
         recipe, steps, batch_size

@@ -57,7 +57,9 @@ def drop_path(x, rate: float, rng):
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def _split(rng, n: int):
+def split_keys(rng, n: int):
+  """``n`` keys split from ``rng``, or ``n`` Nones when ``rng`` is None
+  (evaluation: no drop path)."""
   return (None,) * n if rng is None else tuple(jax.random.split(rng, n))
 
 
@@ -188,7 +190,7 @@ class Block(nnx.Module):
     self.drop_path = drop_path
 
   def __call__(self, x, rng=None):
-    r1, r2 = _split(rng, 2)
+    r1, r2 = split_keys(rng, 2)
     x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, r1)
     return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, r2)
 
@@ -212,7 +214,7 @@ class CrossSelfBlock(nnx.Module):
     self.drop_path = drop_path
 
   def __call__(self, x, context, rng=None):
-    r0, r1, r2 = _split(rng, 3)
+    r0, r1, r2 = split_keys(rng, 3)
     cross = self.cross_attn(self.cross_norm1(x), self.cross_norm2(context))
     x = x + drop_path(cross, self.drop_path, r0)
     x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, r1)

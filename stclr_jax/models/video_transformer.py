@@ -130,7 +130,7 @@ class VideoTransformer(nnx.Module):
     """``(B, T, H, W, 3)`` -> the feature ``(B, width)``. ``rng``: the key
     of stochastic depth (training only)."""
     x = self.tokens(x)
-    keys = tb._split(rng, len(self.blocks))
+    keys = tb.split_keys(rng, len(self.blocks))
     b, t, s, c = x.shape
     d1 = self.size.depths[0]
     flat = x.reshape(b, t * s, c)
