@@ -21,7 +21,8 @@ Two forms share one implementation:
 
 The same module holds the losses of the methods that followed, each with
 its all-gather form: SSL-FER's MaskFN (:func:`maskfn`) and CL-MEx's
-multi-positive NT-Xent (:func:`multi_positive_nt_xent`, a reconstruction).
+multi-positive NT-Xent (:func:`multi_positive_nt_xent`, a reconstruction);
+and masked autoencoding's :func:`reconstruction_mse`, which needs no gather.
 """
 
 from __future__ import annotations
@@ -347,3 +348,27 @@ def multi_positive_pairs_sharded(
     temperature,
     axis_name,
   )
+
+
+def reconstruction_mse(
+  predictions: jax.Array, targets: jax.Array, masked_tokens: jax.Array
+) -> jax.Array:
+  """Masked autoencoding's loss (VideoMAE, SVFAP): the mean squared error
+  over the masked tokens and all their values. ``predictions (B, M, D)``
+  for the masked tokens, ``targets (B, N, D)`` for every token
+  (:func:`stclr_jax.models.masked_autoencoder.pixel_targets`),
+  ``masked_tokens (B, M)`` their indices in ``targets``. A mean over the
+  global batch: under ``jax.jit`` with a sharded batch XLA reduces across
+  devices, so no all-gather is needed."""
+  if predictions.shape[:2] != masked_tokens.shape:
+    raise ValueError(
+      f"predictions {predictions.shape} do not match the masked tokens "
+      f"{masked_tokens.shape}"
+    )
+  target = jnp.take_along_axis(targets, masked_tokens[..., None], axis=1)
+  if target.shape != predictions.shape:
+    raise ValueError(
+      f"predictions {predictions.shape} against targets {target.shape}"
+    )
+  err = predictions.astype(target.dtype) - target
+  return jnp.mean(jnp.square(err))

@@ -126,10 +126,12 @@ class VideoTransformer(nnx.Module):
     table = tb.sinusoid_table(t * h * w, c).reshape(t, h * w, c)
     return x.reshape(b, t, h * w, c) + jnp.asarray(table, self.dtype)
 
-  def __call__(self, x, rng=None):
-    """``(B, T, H, W, 3)`` -> the feature ``(B, width)``. ``rng``: the key
-    of stochastic depth (training only)."""
-    x = self.tokens(x)
+  def stages(self, x, rng=None) -> list:
+    """Tokens ``(B, T', S, C)`` (:meth:`tokens`, or any subset of each
+    frame's S positions, the same for every frame: masked autoencoding's
+    visible tubes) -> each stage's output tokens: ``[(B, T', S, C)]`` for a
+    ViT; TPSBT's three ``(B, T', S, C)``, ``(B, T'/2, S, C)``, ``(B, T'/4,
+    S, C)``. ``rng``: the key of stochastic depth (training only)."""
     keys = tb.split_keys(rng, len(self.blocks))
     b, t, s, c = x.shape
     d1 = self.size.depths[0]
@@ -137,6 +139,7 @@ class VideoTransformer(nnx.Module):
     for i in range(d1):
       flat = self.blocks[i](flat, keys[i])
     x = flat.reshape(b, t, s, c)
+    outputs = [x]
     i = d1
     for stage, d in enumerate(self.size.depths[1:]):
       x = self.temporal_downsamples[stage](x)
@@ -147,13 +150,27 @@ class VideoTransformer(nnx.Module):
       for _ in range(d - 1):
         neck = self.blocks[i](neck, full, keys[i])
         i += 1
-      full = self.blocks[i](full, neck, keys[i])  # the reverse block
+      # The reverse block: the stage's tokens attend to the bottleneck
+      # tokens (SVFAP's fine-tuning model; its pretraining model passes the
+      # whole clip, masked tubes included, here: a leak, not kept).
+      full = self.blocks[i](full, neck, keys[i])
       i += 1
       x = full.reshape(b, t, s, c)
+      outputs.append(x)
+    return outputs
+
+  def pool(self, x):
+    """The feature: the mean of tokens ``(B, ..., C)``, then ``fc_norm``."""
+    b, c = x.shape[0], x.shape[-1]
     # The mean in float32 at least (bf16 sums drift over 100s of tokens).
     pooled = x.reshape(b, -1, c)
     pooled = pooled.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(1)
     return self.fc_norm(pooled.astype(self.dtype))
+
+  def __call__(self, x, rng=None):
+    """``(B, T, H, W, 3)`` -> the feature ``(B, width)``. ``rng``: the key
+    of stochastic depth (training only)."""
+    return self.pool(self.stages(self.tokens(x), rng)[-1])
 
 
 def make_transformer(name: str, *, rngs: nnx.Rngs, **options):
