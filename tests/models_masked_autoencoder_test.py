@@ -5,13 +5,16 @@ of SVFAP's pretraining code, each with a test that fails on it."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from stclr_jax import losses
+from stclr_jax import mesh as mesh_lib
+from stclr_jax import train_step as train_step_lib
 from stclr_jax.models import masked_autoencoder as mae
 from stclr_jax.models import video_transformer as vt
-from stclr_jax.pretext import masking
+from stclr_jax.pretext import masking, objectives
 
 
 def _count(tree) -> int:
@@ -238,3 +241,79 @@ def test_tpsbt_encode_is_fusion_of_the_fine_tuning_stages():
   got, want, feature = run(state, video)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
   assert feature.shape == (1, 32)
+
+
+def _mae_batch(b=8, seed=0):
+  rng = np.random.RandomState(seed)
+  keys = jax.random.key_data(jax.random.split(jax.random.key(seed), b))
+  return {
+    "view_a": rng.rand(b, 4, 32, 32, 3),
+    "mask_seed": np.asarray(keys, np.uint32),
+  }
+
+
+def test_the_objective_is_the_models_reconstruction_loss():
+  """The objective's loss is :func:`losses.reconstruction_mse` of the
+  model's predictions on the normalised visible tubes against the clip's
+  targets at the masked positions, composed here by hand."""
+  model = mae.make_autoencoder("tpsbt_tiny", "tiny", rngs=nnx.Rngs(0))
+  batch = {
+    k: jnp.asarray(v, jnp.float32) if k == "view_a" else v
+    for k, v in _mae_batch(2).items()
+  }
+  normalize = lambda x: (x - 0.5) / 0.25
+  loss, metrics = objectives.MaskedAutoencoding(0.75)(
+    model, batch, normalize=normalize, mesh=None
+  )
+  vis, msk = masking.draw(batch["mask_seed"], 16, 0.75)
+  pred = np.asarray(model(normalize(batch["view_a"]), vis, msk))
+  targets = _targets_numpy(np.asarray(batch["view_a"], np.float64), 2, 8)
+  flat = np.asarray(masking.flat_positions(msk, 2, 16))
+  want = np.mean([(pred[b] - targets[b][flat[b]]) ** 2 for b in range(2)])
+  # The model and its targets run in float32, NumPy's targets in float64:
+  # float32 rounding of standardised values near 1 is about 1e-7.
+  assert float(loss) == pytest.approx(want, rel=1e-5)
+  assert float(metrics["visible_fraction"]) == 0.25
+
+
+def test_the_step_with_masked_autoencoding_8_devices_equal_1_in_float64():
+  """Two AdamW steps of the library's sharded step with the objective: 8
+  devices equal 1 in the loss, the gradient norm and every parameter, to
+  float64 rounding (each clip's mask comes from its own seed)."""
+  with jax.enable_x64(True):
+    batch = _mae_batch(8)
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()[:8]):
+      mesh = mesh_lib.make_mesh(devices)
+      model = mae.make_autoencoder(
+        "tpsbt_tiny",
+        "tiny",
+        rngs=nnx.Rngs(0),
+        dtype=jnp.float64,
+        param_dtype=jnp.float64,
+      )
+      tx = optax.adamw(1e-3, b1=0.9, b2=0.95, weight_decay=0.05)
+      graphdef, state = train_step_lib.init_state(model, tx, mesh)
+      step = train_step_lib.make_train_step(
+        mesh,
+        graphdef,
+        tx,
+        lambda s: 1e-3,
+        state,
+        objectives.MaskedAutoencoding(0.75),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+      )
+      metrics = []
+      for _ in range(2):
+        state, m = step(state, mesh_lib.to_global_arrays(batch, mesh))
+        metrics.append(jax.device_get(m))
+      runs.append((jax.device_get(state.params), metrics))
+    (p1, m1), (p8, m8) = runs
+    assert float(m1[1]["loss"]) < float(m1[0]["loss"])  # it trained
+    for a, b in zip(m1, m8):
+      for k in ("loss", "grad_norm", "update_norm"):
+        np.testing.assert_allclose(float(b[k]), float(a[k]), rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+      assert np.asarray(a).dtype == np.float64
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-12)

@@ -14,6 +14,8 @@ A batch is a dict of arrays with a leading batch axis:
 * ``parts_a``, ``parts_b`` (and ``parts_hard_a``, ``parts_hard_b``), with
   ``parts``: each view's eye and mouth crops, uint8 ``(B, 2, C, C, 3)``.
 * ``group``, with ``group``: each video's group id (-1: none).
+* ``mask_seed``, for masked autoencoding: each clip's key data, uint32
+  ``(B, 2)``, from which the step draws its tube mask.
 * For the host only: ``subject_id``; with ``hard``, ``gap_policy`` (the
   hard-negative policy of each video); with ``shift``, ``shift_clamped``
   (its pairs whose temporal shift was cut); with ``swap``, ``face_swap``
@@ -43,6 +45,8 @@ PARTS = {
   HARD_B: "parts_hard_b",
 }
 GROUP = "group"
+# Masked autoencoding: each clip's key data (uint32 (B, 2)) for its tube mask.
+MASK_SEED = "mask_seed"
 SUBJECT = "subject_id"
 GAP_POLICY = "gap_policy"
 SHIFT_CLAMPED = "shift_clamped"

@@ -34,7 +34,9 @@ from jax.sharding import Mesh
 from stclr_jax import descriptors as descriptors_lib
 from stclr_jax import losses as losses_lib
 from stclr_jax import mesh as mesh_lib
+from stclr_jax.models import masked_autoencoder as mae_lib
 from stclr_jax.pretext import batch as batch_lib
+from stclr_jax.pretext import masking
 from stclr_jax.pretext import options as options_lib
 
 
@@ -187,6 +189,40 @@ class MultiPositive(Contrastive):
       temperature=self.temperature,
       axis_name=axis_name,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedAutoencoding:
+  """Masked video autoencoding (VideoMAE; SVFAP with a TPSBT): each clip
+  ``view_a`` loses ``ratio`` of its tube positions
+  (:func:`stclr_jax.pretext.masking.draw`, from the clip's ``mask_seed``,
+  so the mask is the same on any number of devices and after a resume);
+  the model (:class:`~stclr_jax.models.masked_autoencoder.
+  MaskedVideoAutoencoder`) sees the normalised visible tubes and predicts
+  the masked tubes' standardised pixels of the clip in [0, 1]; the loss is
+  their mean squared error. No all-gather: the mean runs over the global
+  batch under jit. Metrics: the loss again (``reconstruction_mse``) and the
+  visible fraction of tubes."""
+
+  ratio: float = 0.9
+  batch_keys: tuple[str, ...] = (batch_lib.VIEW_A, batch_lib.MASK_SEED)
+
+  def __call__(self, model, batch, *, normalize, mesh):
+    del mesh  # a plain mean over the global batch
+    clip = batch[batch_lib.VIEW_A]
+    size = model.encoder.size
+    _, t, h, w, _ = clip.shape
+    slots, positions = t // size.tubelet, (h // size.patch) * (w // size.patch)
+    visible, masked = masking.draw(
+      batch[batch_lib.MASK_SEED], positions, self.ratio
+    )
+    pred = model(normalize(clip), visible, masked)
+    targets = mae_lib.pixel_targets(clip, size.tubelet, size.patch)
+    loss = losses_lib.reconstruction_mse(
+      pred, targets, masking.flat_positions(masked, slots, positions)
+    )
+    frac = jnp.asarray(visible.shape[1] / positions, loss.dtype)
+    return loss, {"reconstruction_mse": loss, "visible_fraction": frac}
 
 
 def from_options(pretext: options_lib.Pretext, temperature: float) -> Objective:
