@@ -90,11 +90,12 @@ def main(argv):
     # config or a checkpoint that the workdir cannot continue with.
     raise SystemExit(f"stclr_jax.main: {e}") from None
   logging.info("finished: %s", last)
-  print(
-    f"final step {last.get('step')}: loss "
-    f"{last.get('loss', float('nan')):.4f}, contrastive top-1 "
-    f"{last.get('contrastive_top1', float('nan')):.3f}"
+  line = (
+    f"final step {last.get('step')}: loss {last.get('loss', float('nan')):.4f}"
   )
+  if "contrastive_top1" in last:
+    line += f", contrastive top-1 {last['contrastive_top1']:.3f}"
+  print(line)
 
 
 if __name__ == "__main__":

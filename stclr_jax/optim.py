@@ -96,7 +96,8 @@ def _not_bn_or_bias(params):
 
 def make_optimizer(optim, lr_schedule) -> optax.GradientTransformation:
   """SGD as PyTorch's (weight decay added to the gradient before momentum,
-  on every parameter: the paper's setting), LARS, or Adam."""
+  on every parameter: the paper's setting), LARS, Adam, or AdamW (masked
+  autoencoding's)."""
   chain = []
   if optim.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(optim.grad_clip_norm))
@@ -118,8 +119,21 @@ def make_optimizer(optim, lr_schedule) -> optax.GradientTransformation:
     if optim.weight_decay:
       chain.append(optax.add_decayed_weights(optim.weight_decay))
     chain.append(optax.adam(lr_schedule))
+  elif optim.name == "adamw":
+    # VideoMAE's and SVFAP's pretraining: decoupled weight decay on the
+    # kernels only (not on biases, LayerNorm scales or the mask token, the
+    # 1-D parameters), betas (0.9, optim.b2).
+    chain.append(
+      optax.adamw(
+        lr_schedule,
+        b1=0.9,
+        b2=float(optim.get("b2", 0.999)),
+        weight_decay=optim.weight_decay,
+        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
+      )
+    )
   else:
     raise ValueError(
-      f"config.optim.name: unknown {optim.name!r} (sgd | lars | adam)"
+      f"config.optim.name: unknown {optim.name!r} (sgd | lars | adam | adamw)"
     )
   return optax.chain(*chain)

@@ -19,6 +19,7 @@ from stclr_jax.pretext import objectives, options
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "stclr_*.py")))
 EVAL_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "finetune_*.py")))
+MAE_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "svfap_*.py")))
 
 
 def _load(path):
@@ -105,8 +106,30 @@ def test_pretext_variants_turn_options_on_and_default_off():
     objectives.from_config(c)
 
 
+@pytest.mark.parametrize("path", MAE_FILES, ids=os.path.basename)
+@pytest.mark.parametrize("arg", [None, "encoder=vit_cpu", "tiny=1"])
+def test_masked_autoencoding_configs_build(path, arg):
+  """SVFAP's configs: a video transformer with its decoder, AdamW (0.9,
+  0.95) with decay on kernels only, SVFAP's learning-rate rule, no flip
+  or colour, 90% tubes masked (75% on the tiny clips' 16 positions)."""
+  c = _load(path).get_config(arg)
+  lr = optim_lib.schedule(c.optim, 100, 1000)
+  tx = optim_lib.make_optimizer(c.optim, lr)
+  model = nnx.eval_shape(lambda: factory.create_model(c))
+  params = nnx.state(model, nnx.Param)
+  jax.eval_shape(tx.init, params)
+  assert "mask_token" in params and "decoder_blocks" in params
+  assert c.optim.name == "adamw" and c.optim.b2 == 0.95
+  assert c.optim.learning_rate == pytest.approx(3e-4 * c.batch_size / 256)
+  assert not c.aug.flip and not c.aug.color
+  ratio = c.pretext.mae.ratio
+  assert ratio == (0.75 if arg == "tiny=1" else 0.9)
+  if arg == "encoder=vit_cpu":
+    assert c.model.encoder == "vit_cpu"
+
+
 def test_every_config_file_is_tested():
-  assert sorted(FILES + EVAL_FILES) == sorted(
+  assert sorted(FILES + EVAL_FILES + MAE_FILES) == sorted(
     glob.glob(os.path.join(ROOT, "configs", "*.py"))
   )
 

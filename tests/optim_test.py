@@ -242,8 +242,10 @@ def test_unknown_schedule_is_an_error():
 
 
 def test_unknown_optimizer_is_an_error():
-  with pytest.raises(ValueError, match="optim.name: unknown 'adamw'"):
-    optim_lib.make_optimizer(_optim(name="adamw"), optax.constant_schedule(0.1))
+  with pytest.raises(ValueError, match="optim.name: unknown 'adagrad'"):
+    optim_lib.make_optimizer(
+      _optim(name="adagrad"), optax.constant_schedule(0.1)
+    )
 
 
 # -------------------------------------------------------------------- LARS
@@ -354,3 +356,36 @@ def test_lars_kernel_update_is_the_textbook_formula(pod_model):
     _assert_close(a2[path], e2, (kind, path, "step 2"))
     if kind != "kernel":
       _assert_close(a1[path], -lr * f1[path], (kind, path, "plain SGD"))
+
+
+def test_adamw_decays_kernels_only_with_its_betas():
+  """``adamw`` (masked autoencoding's): one step against the textbook
+  update, Adam's bias-corrected moments with b2 = optim.b2, plus lr x wd x p
+  on parameters of 2 or more dimensions only (biases, LayerNorm scales and
+  the 1-D mask token are not decayed)."""
+  o = _optim(name="adamw", learning_rate=0.1, weight_decay=0.05)
+  o.b2 = 0.95
+  tx = optim_lib.make_optimizer(o, 0.1)
+  params = {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), 2.0)}
+  grads = {"kernel": jnp.full((2, 3), 0.5), "bias": jnp.full((3,), 0.5)}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # After one step m_hat = g and v_hat = g^2: the Adam part is -lr g/(|g|+eps).
+  adam = -0.1 * 0.5 / (0.5 + 1e-8)
+  np.testing.assert_allclose(updates["bias"], adam, rtol=1e-6)
+  np.testing.assert_allclose(
+    updates["kernel"], adam - 0.1 * 0.05 * 2.0, rtol=1e-6
+  )
+  # b2 is the config's: the second step differs from b2 = 0.999's.
+  o2 = _optim(name="adamw", learning_rate=0.1, weight_decay=0.0)
+  o2.b2 = 0.95
+  o3 = _optim(name="adamw", learning_rate=0.1, weight_decay=0.0)
+  outs = []
+  for opt in (o2, o3):
+    t = optim_lib.make_optimizer(opt, 0.1)
+    s = t.init(params)
+    _, s = t.update(grads, s, params)
+    u, _ = t.update(
+      {"kernel": grads["kernel"] * 3, "bias": grads["bias"]}, s, params
+    )
+    outs.append(float(u["kernel"][0, 0]))
+  assert outs[0] != pytest.approx(outs[1], rel=1e-3)

@@ -23,6 +23,8 @@ stream that uses it (and the data of every run already made).
 * :data:`FACE_SWAP`: folded into an element's seed for FaceSwap's draws
   (the head, and whether each positive is swapped), so the element's
   other draws are those of a run without it.
+* :data:`MASK`: folded into an element's seed for its tube mask's key
+  (masked autoencoding: ``mask_seed``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ GROUP_PLAN = 0x6A0
 STREAM_ORDER = 0x57EB
 SWAP_ORDER = 0x5A9
 FACE_SWAP = 0xF5A
+MASK = 0x3A5C
 
 
 def root(seed, shard_index=0) -> tf.Tensor:

@@ -168,6 +168,14 @@ _SWAPPED = {
 }
 
 
+def mask_seed(elem_seed) -> tf.Tensor:
+  """Masked autoencoding's key data of a clip (uint32 ``(2,)``: the step
+  draws its tube mask from it), the element seed folded with
+  :data:`~stclr_jax.data.seeds.MASK`: the clip's other draws are unchanged."""
+  s = tf.random.experimental.stateless_fold_in(elem_seed, seeds_lib.MASK)
+  return tf.bitcast(tf.cast(s, tf.int32), tf.uint32)
+
+
 def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None, heads=None):
   """One video's pretraining element from its element seed and its cached
   fields ``ex`` (see :func:`stclr_jax.data.streams.pretrain_dataset`):
@@ -248,5 +256,7 @@ def pretrain_views(elem_seed, ex, view: ViewSpec, ship=None, heads=None):
     out[batch_lib.GROUP] = ex["group"]
   if schema.swap:
     out[batch_lib.FACE_SWAP] = tf.stack(status)
+  if schema.masked:
+    out[batch_lib.MASK_SEED] = mask_seed(elem_seed)
   schema.check(out, "pretrain_views")
   return out

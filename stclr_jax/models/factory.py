@@ -13,8 +13,10 @@ from flax import nnx
 
 from stclr_jax.models import make_encoder
 from stclr_jax.models.contrastive import ContrastiveModel
+from stclr_jax.models.masked_autoencoder import DECODERS, MaskedVideoAutoencoder
 from stclr_jax.models.video_resnet import BasicBlock, VideoResNet
 from stclr_jax.models.video_transformer import VideoTransformer, family
+from stclr_jax.pretext import options as pretext_options
 
 # float64 is for numerical checks (bench/multihost_equivalence.py): it needs
 # jax_enable_x64, and makes the parameters float64 too.
@@ -99,19 +101,35 @@ def create_model(
   num_devices: int = 1,
   bn_groups: int | None = None,
   drop_path: float = 0.0,
-) -> ContrastiveModel:
-  """Encoder + projection head of ``config.model``, seeded by
-  ``config.seed``. BatchNorm groups default to :func:`bn_groups_for` with
-  ``num_devices`` (the mesh size); ``drop_path``: a video transformer's
-  stochastic depth."""
+) -> ContrastiveModel | MaskedVideoAutoencoder:
+  """The pretraining model of ``config``, seeded by ``config.seed``: the
+  encoder of ``config.model`` with a projection head (contrastive
+  pretexts), or with the decoder of ``config.pretext.mae`` (masked
+  autoencoding; a video transformer encoder). BatchNorm groups default to
+  :func:`bn_groups_for` with ``num_devices`` (the mesh size);
+  ``drop_path``: a video transformer's stochastic depth."""
   m = config.model
   rngs = nnx.Rngs(config.seed)
+  mae = pretext_options.Pretext.from_config(config).mae
+  if mae is not None and family(m.encoder) == "resnet":
+    raise ValueError(
+      f"config.pretext.mae needs a video transformer encoder, and "
+      f"config.model.encoder is {m.encoder!r}"
+    )
   encoder = create_encoder(
     m,
     rngs=rngs,
     bn_groups=bn_groups or bn_groups_for(m, num_devices),
     drop_path=drop_path,
   )
+  if mae is not None:
+    return MaskedVideoAutoencoder(
+      encoder,
+      DECODERS[mae.decoder],
+      dtype=encoder.dtype,
+      param_dtype=encoder.param_dtype,
+      rngs=rngs,
+    )
   return ContrastiveModel(
     encoder,
     proj_hidden=m.proj_hidden or None,

@@ -79,6 +79,7 @@ class BatchSchema:
   group: bool = False
   shift: bool = False
   swap: bool = False
+  masked: bool = False
   shipped: bool = False
 
   @classmethod
@@ -91,6 +92,7 @@ class BatchSchema:
       group=GROUP in keys,
       shift=SHIFT_CLAMPED in keys,
       swap=FACE_SWAP in keys,
+      masked=MASK_SEED in keys,
       shipped=is_shipped(keys),
     )
     schema.check(keys, "BatchSchema.of")
@@ -98,6 +100,8 @@ class BatchSchema:
 
   @property
   def views(self) -> tuple[str, ...]:
+    if self.masked:
+      return (VIEW_A,)  # masked autoencoding: one clip per video
     return VIEWS if self.hard else PAIR
 
   @property
@@ -113,6 +117,8 @@ class BatchSchema:
     keys += self.parts_keys
     if self.group:
       keys.append(GROUP)
+    if self.masked:
+      keys.append(MASK_SEED)
     return tuple(keys)
 
   @property

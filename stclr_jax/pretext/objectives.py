@@ -227,10 +227,13 @@ class MaskedAutoencoding:
 
 def from_options(pretext: options_lib.Pretext, temperature: float) -> Objective:
   """The objective of resolved pretext options
-  (:class:`~stclr_jax.pretext.options.Pretext`): MaskFN, CL-MEx's
-  multi-positive NT-Xent or NT-Xent, at ``temperature`` (the options
-  exclude MaskFN with CL-MEx)."""
+  (:class:`~stclr_jax.pretext.options.Pretext`): masked autoencoding, or
+  MaskFN, CL-MEx's multi-positive NT-Xent or NT-Xent at ``temperature``
+  (the options exclude MaskFN with CL-MEx, and both with masked
+  autoencoding)."""
   t = float(temperature)
+  if pretext.mae is not None:
+    return MaskedAutoencoding(float(pretext.mae.ratio))
   if pretext.maskfn is not None:
     m = pretext.maskfn
     return MaskFN(t, float(m.weight), m.descriptor)

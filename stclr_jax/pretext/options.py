@@ -16,6 +16,9 @@ and the method's own fields (defaults: the method's published values):
   (:class:`MultiView`);
 * ``faceswap``: SSL-FER's FaceSwap, a positive's inner face put on
   another subject's head (:class:`FaceSwap`);
+* ``mae``: masked video autoencoding (VideoMAE; SVFAP with a TPSBT), one
+  clip per video, ``ratio`` of its tubes masked, reconstructed by a
+  ``decoder`` (:class:`MaskedAutoencoding`; a video transformer encoder);
 
 and ``config.pretext.default_fps``, the frame rate of a data set without
 an ``fps`` feature (TimeAug's and HardNeg's seconds become frames with it).
@@ -161,6 +164,30 @@ class FaceSwap:
       raise ValueError(f"smoothing must be >= 0 frames, got {self.smoothing}")
 
 
+# VideoMAE's and SVFAP's tube-masking ratio.
+MAE_RATIO = 0.9
+MAE_DECODERS = ("base", "cpu", "tiny")  # models/masked_autoencoder.py
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedAutoencoding:
+  """Masked video autoencoding: each video gives one clip (view A); the
+  step masks ``ratio`` of its tube positions, the same in every temporal
+  slot (pretext/masking.py), and the model reconstructs them through the
+  ``decoder`` size of models/masked_autoencoder.py."""
+
+  ratio: float = MAE_RATIO
+  decoder: str = "base"
+
+  def __post_init__(self):
+    if not 0 < self.ratio < 1:
+      raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
+    if self.decoder not in MAE_DECODERS:
+      raise ValueError(
+        f"decoder {self.decoder!r} unknown; choose from {MAE_DECODERS}"
+      )
+
+
 # The sub-sections of config.pretext, by name (the ``pretext=`` variant).
 METHODS = {
   "timeaug": TemporalShift,
@@ -169,6 +196,7 @@ METHODS = {
   "maskfn": MaskFN,
   "clmex": MultiView,
   "faceswap": FaceSwap,
+  "mae": MaskedAutoencoding,
 }
 # Pairs of methods that cannot run together, and why.
 EXCLUSIVE = {
@@ -179,6 +207,13 @@ EXCLUSIVE = {
     "two losses (a false negative moved to the positives, and several "
     "positives by group)"
   ),
+  **{
+    (name, "mae"): (
+      "a contrastive option and masked autoencoding, which has one clip "
+      "per video and no positives or negatives"
+    )
+    for name in ("timeaug", "hardneg", "maskfn", "clmex", "faceswap")
+  },
 }
 # config.pretext's fields before each method had its own sub-section
 # (configs before 2026-12), and where each lives now.
@@ -276,6 +311,7 @@ class Pretext:
   maskfn: MaskFN | None = None
   clmex: MultiView | None = None
   faceswap: FaceSwap | None = None
+  mae: MaskedAutoencoding | None = None
   default_fps: float = DEFAULT_FPS
 
   def __post_init__(self):
@@ -357,6 +393,7 @@ class Pretext:
       group=self.clmex is not None,
       shift=self.timeaug is not None,
       swap=self.faceswap is not None,
+      masked=self.mae is not None,
       shipped=shipped,
     )
 
