@@ -39,6 +39,10 @@ Arms (``--arms``; :data:`TABLE` is the default set):
   (``stclr_timeaug_hardneg_faceswap``) and SSL-FER's four strategies
   (``stclr_sslfer``); each pretext arm is also paired with ``stclr``
   where both ran (``diff_vs_stclr``);
+* masked video autoencoding (``configs/svfap_synthetic.py``: SVFAP's
+  pretext) with the TPSBT (``mae_tpsbt``) or VideoMAE's ViT (``mae_vit``)
+  at CPU size, fine-tuned like ``scratch_tpsbt`` and ``scratch_vit``, the
+  rows to read them against;
 * ``pixels``: ridge on apex - neutral pixels (told which frames are which:
   an easier task), on each run's labelled subset, scored like the others.
 
@@ -145,7 +149,17 @@ SSL_ARMS = ("stclr", "stclr_no_temporal", "stclr_views", *PRETEXT)
 # Random encoders of another family, fine-tuned with its own recipe
 # (eval.transformer's defaults for the video transformers).
 ENCODER_ARMS = {"scratch_tpsbt": "tpsbt_cpu", "scratch_vit": "vit_cpu"}
-ARMS = ("scratch", *ENCODER_ARMS, *CONTROLS, *SSL_ARMS, "pixels")
+# Masked video autoencoding (configs/svfap_synthetic.py) with each of
+# them; compare with the same encoder's scratch arm.
+MAE_ARMS = {"mae_tpsbt": "tpsbt_cpu", "mae_vit": "vit_cpu"}
+ARMS = (
+  "scratch",
+  *ENCODER_ARMS,
+  *CONTROLS,
+  *SSL_ARMS,
+  *MAE_ARMS,
+  "pixels",
+)
 TABLE = (
   "scratch",
   "supervised_pool",
@@ -220,8 +234,11 @@ def pretrain(arm, args, times):
     )
     times[f"pretrain {arm}"] = time.time() - t0
     return workdir
-  variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
-  config = _config("stclr_synthetic.py", variant, args)
+  if arm in MAE_ARMS:
+    config = _config("svfap_synthetic.py", f"encoder={MAE_ARMS[arm]}", args)
+  else:
+    variant = "aug=no_temporal" if arm == "stclr_no_temporal" else None
+    config = _config("stclr_synthetic.py", variant, args)
   for option in PRETEXT.get(arm, ()):
     config.pretext[option].enabled = True
   for field, value in OVERRIDES.get(arm, {}).items():
@@ -268,8 +285,8 @@ def eval_config(args, pct):
 def evaluate(arm, init, pct, args, times):
   config = eval_config(args, pct)
   config.init_from = init
-  if arm in ENCODER_ARMS:
-    config.model.encoder = ENCODER_ARMS[arm]
+  if arm in ENCODER_ARMS or arm in MAE_ARMS:
+    config.model.encoder = {**ENCODER_ARMS, **MAE_ARMS}[arm]
     if args.tiny:
       config.model.encoder = config.model.encoder.replace("_cpu", "_tiny")
   config.eval.linear_only = args.linear_only

@@ -286,3 +286,42 @@ def test_encoder_arms_evaluate_a_random_transformer(monkeypatch, tmp_path):
     "scratch_tpsbt": "tpsbt_cpu",
     "scratch_vit": "vit_cpu",
   }
+
+
+def test_mae_arms_pretrain_with_svfaps_config_and_evaluate_their_encoder(
+  monkeypatch, tmp_path
+):
+  """``mae_tpsbt`` and ``mae_vit`` pretrain with configs/svfap_synthetic.py
+  and its encoder (the tiny sizes under --tiny), and their evaluation runs
+  that encoder from the pretraining workdir; the runs themselves are
+  tests/pretext_mae_test's."""
+  seen = {}
+
+  def fake_pretrain(config, workdir):
+    seen[os.path.basename(workdir)] = (
+      config.model.encoder,
+      config.pretext.mae.enabled,
+      config.optim.name,
+    )
+    return {"history": []}
+
+  def fake_eval(config, workdir):
+    seen[os.path.basename(workdir)] = (config.model.encoder, config.init_from)
+    return {}
+
+  monkeypatch.setattr(synthetic_protocol.train, "pretrain", fake_pretrain)
+  monkeypatch.setattr(synthetic_protocol.protocol, "evaluate", fake_eval)
+  monkeypatch.setattr(synthetic_protocol.compare, "load_runs", lambda *a: {})
+  args = synthetic_protocol.parse_args(
+    ["--tiny", f"--data_dir={tmp_path}", f"--workdir={tmp_path}"]
+  )
+  assert synthetic_protocol.MAE_ARMS == {
+    "mae_tpsbt": "tpsbt_cpu",
+    "mae_vit": "vit_cpu",
+  }
+  for arm, size in synthetic_protocol.MAE_ARMS.items():
+    tiny = size.replace("_cpu", "_tiny")
+    init = synthetic_protocol.pretrain(arm, args, {})
+    assert seen[f"pretrain_{arm}"] == (tiny, True, "adamw")
+    synthetic_protocol.evaluate(arm, init, 10, args, {})
+    assert seen[f"eval_{arm}_10"] == (tiny, init)
