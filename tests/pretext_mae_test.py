@@ -45,12 +45,16 @@ def test_options_schema_and_objective():
     factory.create_model(bad)
 
 
-def test_pretrains_through_the_one_path_and_initialises_fine_tuning(tmp_path):
+def test_pretrains_through_the_one_path_resumes_and_initialises_fine_tuning(
+  tmp_path,
+):
   """Three steps of ``train.pretrain`` on the tiny pool with
   ``configs/svfap_synthetic.py:tiny=1`` (the host's stream, the sharded
   step on 2 devices, Orbax): the logged loss is the reconstruction error,
-  a quarter of the tubes are visible, and an evaluation of the same
-  encoder restores the checkpoint's encoder exactly."""
+  a quarter of the tubes are visible; a run stopped after step 2 and
+  resumed ends equal to it (masks and clips are functions of the seed and
+  the step); an evaluation of the same encoder restores the checkpoint's
+  encoder exactly."""
   config = svfap_synthetic.get_config("tiny=1")
   config.num_steps = 3
   config.data.data_dir = str(tmp_path / "tfds")
@@ -65,6 +69,23 @@ def test_pretrains_through_the_one_path_and_initialises_fine_tuning(tmp_path):
     assert 0.5 < h["loss"] < 2.0
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["pretext"]["mae"]["enabled"]
+
+  config.checkpoint_every_steps = 2
+  config.num_steps = 2
+  train.pretrain(config, str(tmp_path / "b"), devices=jax.devices()[:2])
+  config.num_steps = 3
+  resumed = train.pretrain(
+    config, str(tmp_path / "b"), devices=jax.devices()[:2]
+  )
+  assert [h["step"] for h in resumed["history"]] == [3]
+  assert resumed["history"][0]["loss"] == pytest.approx(
+    hist[2]["loss"], rel=1e-6
+  )
+  ckpt = ocp.StandardCheckpointer()
+  a = ckpt.restore(workdir / "checkpoints/3/default")["params"]
+  b = ckpt.restore(tmp_path / "b/checkpoints/3/default")["params"]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
   evaluation = finetune_synthetic.get_config("tiny=1,encoder=tpsbt_tiny")
   evaluation.init_from = str(workdir)
