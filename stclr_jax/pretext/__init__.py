@@ -14,7 +14,8 @@ and four rooms do the work:
 * :mod:`~stclr_jax.pretext.face_parts`: MaskFN's eye and mouth crops of a
   frame, in TF ops.
 * :mod:`~stclr_jax.pretext.objectives`: what each method computes from the
-  model and a batch, TensorFlow-free.
+  model and a batch, TensorFlow-free; masked autoencoding's tube masks are
+  :mod:`~stclr_jax.pretext.masking`'s.
 
 The input streams (:mod:`stclr_jax.data`) apply the first three; the train
 step applies the objective. Importing this package imports none of them.
