@@ -6,8 +6,10 @@ docs/video_transformers.md) and the CPU decoder (144 wide, 3 heads, 4
 blocks). 90% tube masking keeps 4 of a frame's 36 positions, as many as
 the bottleneck's G.
 
-SVFAP's recipe otherwise: AdamW (0.9, 0.95), weight decay 0.05 on kernels,
-learning rate 3e-4 x batch / 256, warm-up then cosine; random resized
+Its budget is ST-CLR's in encoder clips (600 steps of one clip per video
+against 300 of two). SVFAP's recipe otherwise: AdamW (0.9, 0.95), weight
+decay 0.05 on kernels, learning rate 3e-4 x batch / 256, warm-up then
+cosine; random resized
 crops with no flip and no colour (SVFAP's multi-scale crop takes scales
 1 to 0.66 of the shorter side; its area range here is (0.44, 1)),
 consecutive frames. ``:encoder=vit_cpu`` gives VideoMAE's ViT instead.
@@ -24,7 +26,9 @@ def get_config(arg=None):
   c = configlib.synthetic_sizes(configlib.base_config(), pool=True)
   c.model.encoder = args.encoder
   c.batch_size = 16
-  c.num_epochs = 2  # 300 steps over the pool of 2,400 videos
+  # 600 steps over the pool of 2,400 videos: 9,600 clips, as many as
+  # ST-CLR's 300 steps of two views (and the supervised controls' 600).
+  c.num_epochs = 4
   c.log_every_steps = 10
   c.checkpoint_every_steps = 100
   c.pretext.mae.enabled = True
@@ -33,7 +37,7 @@ def get_config(arg=None):
   c.optim.b2 = 0.95
   c.optim.weight_decay = 0.05
   c.optim.schedule = "cosine"
-  c.optim.warmup_epochs = 0.1  # SVFAP: 5 of 100 epochs
+  c.optim.warmup_epochs = 0.1  # 15 steps, 2.5% (SVFAP: 5 of 100 epochs)
   c.aug.temporal_modes = "sequential"
   c.aug.crop_area = (0.44, 1.0)
   c.aug.flip = False
