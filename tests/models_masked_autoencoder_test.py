@@ -317,3 +317,27 @@ def test_the_step_with_masked_autoencoding_8_devices_equal_1_in_float64():
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
       assert np.asarray(a).dtype == np.float64
       np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-12)
+
+
+def test_reconstruction_views_invert_the_targets():
+  """Fed the true targets as predictions, the reconstruction is the clip
+  itself (un-standardising with each tube's own statistics inverts
+  :func:`pixel_targets`); the input is grey exactly on the masked tubes."""
+  rng = np.random.RandomState(5)
+  video = rng.rand(2, 4, 16, 16, 3)
+  targets = _targets_numpy(video, 2, 8)  # (2, 8 tokens, 384)
+  masked = np.asarray([[0, 3, 5], [1, 2, 7]])
+  pred = np.stack([targets[b][masked[b]] for b in range(2)])
+  grey, recon, clip = mae.reconstruction_views(video, pred, masked, 2, 8)
+  np.testing.assert_allclose(recon, video, atol=1e-9)
+  np.testing.assert_array_equal(clip, video)
+  # Token 3 of clip 0 is (t-slot 0, row 1, col 1): frames 0-1, pixels 8-15.
+  assert np.all(grey[0, 0:2, 8:16, 8:16] == 0.5)
+  assert np.array_equal(grey[0, 0:2, 0:8, 8:16], video[0, 0:2, 0:8, 8:16])
+  assert (grey == 0.5).sum() == 2 * 3 * 2 * 8 * 8 * 3
+  # A wrong prediction shows: zeros give each masked tube its mean.
+  _, flat, _ = mae.reconstruction_views(video, 0 * pred, masked, 2, 8)
+  tube = video[0, 0:2, 8:16, 8:16]
+  np.testing.assert_allclose(
+    flat[0, 0:2, 8:16, 8:16], tube.mean((0, 1, 2)) + 0 * tube
+  )

@@ -4,15 +4,18 @@ through ``train.pretrain``, and the encoder it leaves restored by the same
 ``init_encoder`` as every other pretraining."""
 
 import json
+import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
+from PIL import Image
 
 from configs import finetune_synthetic, svfap_synthetic
 from stclr_jax import init_from, train
+from stclr_jax.data import preview
 from stclr_jax.models import factory
 from stclr_jax.models.masked_autoencoder import MaskedVideoAutoencoder
 from stclr_jax.pretext import batch as batch_lib
@@ -86,6 +89,20 @@ def test_pretrains_through_the_one_path_resumes_and_initialises_fine_tuning(
   b = ckpt.restore(tmp_path / "b/checkpoints/3/default")["params"]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+  # The reconstruction preview of the last checkpoint: masked input |
+  # reconstruction | clip, 2 rows of 4 frames of 32 px.
+  # (a relative workdir, as on a command line)
+  png = preview.write_reconstruction(
+    config,
+    os.path.relpath(workdir),
+    str(tmp_path / "r.png"),
+    num_videos=2,
+  )
+  image = np.asarray(Image.open(png))
+  assert image.shape == (2 * 32 + 4, 3 * 4 * 32 + 2 * 12, 3)
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    preview.write_reconstruction(config, str(tmp_path / "none"), png)
 
   evaluation = finetune_synthetic.get_config("tiny=1,encoder=tpsbt_tiny")
   evaluation.init_from = str(workdir)

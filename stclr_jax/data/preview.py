@@ -10,9 +10,19 @@ the command prints which were. The views are the batch schema's
   python -m stclr_jax.data.preview --config=configs/stclr_synthetic.py \
       --out=preview.png [--num_videos=4] \
       [--config.pretext.faceswap.enabled=True]
+
+With masked autoencoding (``pretext.mae``) and ``--reconstruction_of`` a
+pretraining workdir, it writes what the model reconstructs instead, from
+the workdir's latest checkpoint: per video, the masked input | the
+reconstruction | the clip (:func:`write_reconstruction`).
+
+  python -m stclr_jax.data.preview --config=configs/svfap_synthetic.py \
+      --reconstruction_of=workdirs/mae --out=reconstruction.png
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from absl import app, flags
@@ -63,6 +73,67 @@ def _write(batch, out):
   return out
 
 
+def write_reconstruction(
+  config, workdir: str, out: str, num_videos: int = 4
+) -> str:
+  """Masked autoencoding's preview: the first ``num_videos`` clips of the
+  stream (augmented on the host), their tube masks, and the model of the
+  latest checkpoint in ``workdir``; a row per video of the masked input,
+  the reconstruction (:func:`stclr_jax.models.masked_autoencoder.
+  reconstruction_views`) and the clip."""
+  import orbax.checkpoint as ocp
+  from flax import nnx
+
+  from stclr_jax import init_from
+  from stclr_jax.models import factory
+  from stclr_jax.models import masked_autoencoder as mae
+  from stclr_jax.pretext import masking
+
+  mae_options = pretext_options.Pretext.from_config(config).mae
+  if mae_options is None:
+    raise ValueError(
+      "a reconstruction preview needs config.pretext.mae.enabled=True"
+    )
+  ckpts = os.path.join(os.path.abspath(workdir), "checkpoints")
+  steps = sorted(
+    int(d)
+    for d in (os.listdir(ckpts) if os.path.isdir(ckpts) else [])
+    if d.isdigit()
+  )
+  if not steps:
+    raise FileNotFoundError(f"{ckpts}: no checkpoint to reconstruct with")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.aug.placement = "host"  # clips in [0, 1], as the step sees them
+  batch = preview_batch(config, num_videos)
+  model = factory.create_model(config)
+  raw = ocp.StandardCheckpointer().restore(
+    os.path.join(ckpts, str(steps[-1]), "default")
+  )
+  params = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(params, init_from.pure(raw["params"]))
+  nnx.update(model, params)
+  clip = np.asarray(batch[batch_lib.VIEW_A], np.float32)
+  size = model.encoder.size
+  _, t, h, w, _ = clip.shape
+  slots, positions = t // size.tubelet, (h // size.patch) * (w // size.patch)
+  visible, masked = masking.draw(
+    batch[batch_lib.MASK_SEED], positions, mae_options.ratio
+  )
+  mean = np.asarray(config.data.mean, np.float32)
+  std = np.asarray(config.data.std, np.float32)
+  pred = model((clip - mean) / std, visible, masked)
+  views = mae.reconstruction_views(
+    clip,
+    pred,
+    masking.flat_positions(masked, slots, positions),
+    size.tubelet,
+    size.patch,
+  )
+  Image.fromarray(grid(*views)).save(out)
+  return out
+
+
 def swaps(batch) -> str:
   """Which positives of a batch FaceSwap swapped, per row, e.g. ``P
   swapped, NP not drawn``; "" without FaceSwap."""
@@ -82,6 +153,15 @@ def swaps(batch) -> str:
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.reconstruction_of:
+    path = write_reconstruction(
+      f.config, f.reconstruction_of, f.out, f.num_videos
+    )
+    print(
+      f"wrote {path}: {f.num_videos} videos, masked input | "
+      "reconstruction | clip"
+    )
+    return
   batch = preview_batch(f.config, f.num_videos)
   path = _write(batch, f.out)
   hard = pretext_options.Pretext.from_config(f.config).hardneg is not None
@@ -99,6 +179,11 @@ def _define_flags():
   )
   flags.DEFINE_string("out", "preview.png", "PNG file to write.")
   flags.DEFINE_integer("num_videos", 4, "Videos (rows) to show.")
+  flags.DEFINE_string(
+    "reconstruction_of",
+    "",
+    "A masked-autoencoding pretraining workdir: preview its reconstructions.",
+  )
   flags.mark_flags_as_required(["config"])
 
 

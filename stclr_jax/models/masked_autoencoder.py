@@ -46,6 +46,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from stclr_jax.models import initializers
@@ -190,4 +191,47 @@ def make_autoencoder(
   kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
   return MaskedVideoAutoencoder(
     VideoTransformer(SIZES[encoder], **kw), DECODERS[decoder], **kw
+  )
+
+
+def _tubes(video, k: int, p: int):
+  """``(B, T, H, W, C)`` -> ``(B, N, k * p * p, C)``, tokens in (t, h, w)
+  order (as :func:`pixel_targets` cuts them)."""
+  b, t, h, w, c = video.shape
+  x = video.reshape(b, t // k, k, h // p, p, w // p, p, c)
+  return x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, k * p * p, c)
+
+
+def _untubes(x, shape, k: int, p: int):
+  b, t, h, w, c = shape
+  x = x.reshape(b, t // k, h // p, w // p, k, p, p, c)
+  return x.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(shape)
+
+
+def reconstruction_views(video, predictions, masked_tokens, tubelet, patch):
+  """What a reconstruction looks like, for previews: ``(masked input,
+  reconstruction, target)``, each ``(B, T, H, W, 3)`` in [0, 1]. ``video``:
+  the clips in [0, 1]; ``predictions (B, M, D)`` for the tokens
+  ``masked_tokens (B, M)``. The masked tubes are grey in the input; in the
+  reconstruction each is the prediction un-standardised with its own
+  tube's mean and standard deviation (VideoMAE's visualisation), the
+  visible tubes the clip's own."""
+  video = np.asarray(video, np.float64)
+  k, p = tubelet, patch
+  tubes = _tubes(video, k, p)  # (B, N, P, C)
+  mean = tubes.mean(axis=2, keepdims=True)
+  std = tubes.std(axis=2, ddof=1, keepdims=True)
+  b, m = masked_tokens.shape
+  pred = np.asarray(predictions, np.float64).reshape(b, m, k * p * p, -1)
+  rows = np.arange(b)[:, None]
+  idx = np.asarray(masked_tokens)
+  recon = tubes.copy()
+  recon[rows, idx] = pred * (std[rows, idx] + TARGET_EPS) + mean[rows, idx]
+  grey = tubes.copy()
+  grey[rows, idx] = 0.5
+  shape = video.shape
+  return (
+    _untubes(grey, shape, k, p),
+    np.clip(_untubes(recon, shape, k, p), 0.0, 1.0),
+    video,
   )
