@@ -42,6 +42,10 @@ def test_options_schema_and_objective():
   bad.pretext.mae.decoder = "huge"
   with pytest.raises(ValueError, match=r"pretext.mae: decoder 'huge'"):
     options_lib.Pretext.from_config(bad)
+  contrastive = svfap_synthetic.get_config("tiny=1")
+  contrastive.pretext.mae.enabled = False
+  with pytest.raises(ValueError, match="needs config.pretext.mae.enabled"):
+    preview.write_reconstruction(contrastive, "unused", "unused.png")
   bad = svfap_synthetic.get_config("tiny=1")
   bad.model.encoder = "r2plus1d_18"
   with pytest.raises(ValueError, match="needs a video transformer encoder"):

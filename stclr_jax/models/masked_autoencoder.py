@@ -95,16 +95,12 @@ def pixel_targets(video: jax.Array, tubelet: int, patch: int) -> jax.Array:
   tokens in the encoder's ``(t, h, w)`` order, each standardised per tube
   and channel (mean over its ``tubelet * patch^2`` pixels, unbiased
   variance), in float32 at least."""
-  b, t, h, w, c = video.shape
-  k, p = tubelet, patch
-  x = video.astype(jnp.promote_types(video.dtype, jnp.float32))
-  x = x.reshape(b, t // k, k, h // p, p, w // p, p, c)
-  x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
-  n = (t // k) * (h // p) * (w // p)
-  x = x.reshape(b, n, k * p * p, c)
+  x = _tubes(
+    video.astype(jnp.promote_types(video.dtype, jnp.float32)), tubelet, patch
+  )
   mean = x.mean(axis=2, keepdims=True)
   std = jnp.sqrt(x.var(axis=2, ddof=1, keepdims=True))
-  return ((x - mean) / (std + TARGET_EPS)).reshape(b, n, k * p * p * c)
+  return ((x - mean) / (std + TARGET_EPS)).reshape(x.shape[0], x.shape[1], -1)
 
 
 class MaskedVideoAutoencoder(nnx.Module):
@@ -195,8 +191,8 @@ def make_autoencoder(
 
 
 def _tubes(video, k: int, p: int):
-  """``(B, T, H, W, C)`` -> ``(B, N, k * p * p, C)``, tokens in (t, h, w)
-  order (as :func:`pixel_targets` cuts them)."""
+  """``(B, T, H, W, C)`` -> ``(B, N, k * p * p, C)``: tubes of ``k x p x
+  p`` pixels, tokens in the encoder's (t, h, w) order (NumPy or JAX)."""
   b, t, h, w, c = video.shape
   x = video.reshape(b, t // k, k, h // p, p, w // p, p, c)
   return x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, k * p * p, c)
