@@ -23,6 +23,7 @@ from flax import nnx
 
 from stclr_jax import models
 from stclr_jax.convert import converted
+from stclr_jax.models import masked_autoencoder
 from stclr_jax.workdir import CONFIG_FILE, read_record
 
 
@@ -35,16 +36,22 @@ def init_encoder(config, model: models.ContrastiveModel) -> dict:
   if not path.is_dir():
     raise FileNotFoundError(f"config.init_from={path}: no such directory")
   if (path / converted.METADATA_FILE).is_file():
-    load_converted(config, model)
-    return {"init": "converted", "path": str(path)}
+    return load_converted(config, model)
   return restore_pretrained(config, model)
 
 
-def load_converted(config, model: models.ContrastiveModel) -> None:
-  """Copies a converted (Kinetics-400) encoder into ``model.encoder``, after
-  checking the architecture and the input normalisation it expects."""
-  encoder, _, meta = converted.load_converted(config.init_from)
-  if meta["arch"] != config.model.encoder or config.model.width != 1.0:
+def load_converted(config, model: models.ContrastiveModel) -> dict:
+  """Copies a converted encoder into ``model.encoder``, after checking the
+  architecture and the input normalisation it expects. For a masked
+  autoencoder (``pretext.mae``) and a converted pretraining checkpoint, the
+  decoder too (its size must be ``pretext.mae.decoder``). Returns what was
+  loaded, for the report."""
+  conv, meta = converted.restore_converted(config.init_from)
+  # model.width scales the ResNets only; a transformer's size is its name.
+  resnet = models.family(config.model.encoder) == "resnet"
+  if meta["arch"] != config.model.encoder or (
+    resnet and config.model.width != 1.0
+  ):
     raise ValueError(
       f"config.init_from={config.init_from} holds a {meta['arch']} (width "
       f"1.0); the config builds {config.model.encoder} with width "
@@ -58,10 +65,30 @@ def load_converted(config, model: models.ContrastiveModel) -> None:
   ):
     raise ValueError(
       f"config.init_from={config.init_from} expects input mean {want[0]} "
-      f"and std {want[1]}, the config has {have[0]} and {have[1]}: use the "
-      "config variant ':init=kinetics400' or set data.mean / data.std"
+      f"and std {want[1]}, the config has {have[0]} and {have[1]}: set "
+      "data.mean / data.std (for torchvision's Kinetics-400 weights the "
+      "config variant ':init=kinetics400' does)"
     )
+  encoder, _ = converted.build_modules(conv, meta["arch"])
   nnx.update(model.encoder, nnx.state(encoder))
+  info = {
+    "init": "converted",
+    "path": str(pathlib.Path(config.init_from).absolute()),
+  }
+  if isinstance(model, masked_autoencoder.MaskedVideoAutoencoder):
+    info["decoder"] = "random"
+    if conv.decoder is not None:
+      want_decoder = config.pretext.mae.decoder
+      if meta["decoder"] != want_decoder:
+        raise ValueError(
+          f"config.init_from={config.init_from} holds the {meta['decoder']} "
+          f"decoder; the config builds pretext.mae.decoder={want_decoder!r}"
+        )
+      state = nnx.state(model)
+      nnx.replace_by_pure_dict(state, {**conv.decoder, "encoder": conv.encoder})
+      nnx.update(model, state)
+      info["decoder"] = "converted"
+  return info
 
 
 def pure(tree):

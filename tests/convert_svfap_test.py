@@ -140,7 +140,10 @@ def test_refusals_name_the_key():
   bad["blocks.0.mlp.fc1.weight"] = sd["blocks.0.mlp.fc1.weight"].T
   _fails(bad, r"wrong shapes for tpsbt_tiny: blocks.0.mlp.fc1.weight")
   _fails(sd, "head.weight has 6 classes, --num_classes=7", num_classes=7)
-  _fails({"encoder." + k: v for k, v in sd.items()}, "pretraining checkpoint")
+  _fails(
+    {"encoder." + k: v for k, v in sd.items()},
+    "a pretraining checkpoint without mask_token",
+  )
   _fails(sd, "not a video transformer", arch="r2plus1d_18")
   odd = {**sd, "patch_embed.proj.weight": np.zeros((32, 3, 2, 4, 4))}
   _fails(odd, "no named video transformer")

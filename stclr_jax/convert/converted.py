@@ -52,11 +52,35 @@ class Converted(NamedTuple):
     classifier: the same for a ``LinearClassifier(512, num_classes)``, or
       None when not asked for.
     ignored: the state_dict keys deliberately not converted (sorted).
+    decoder: for a masked-autoencoding (pretraining) checkpoint, the
+      autoencoder's state outside its encoder (``encoder_to_decoder``,
+      ``mask_token``, ``decoder_blocks``, ``decoder_norm``, ``head`` of
+      :class:`stclr_jax.models.masked_autoencoder.MaskedVideoAutoencoder`);
+      None otherwise.
   """
 
   encoder: dict
   classifier: dict | None
   ignored: tuple[str, ...]
+  decoder: dict | None = None
+
+
+def abstract_autoencoder(arch: str, decoder: str, **options):
+  """``make_autoencoder(arch, decoder, **options)`` built abstractly."""
+  from stclr_jax.models import masked_autoencoder
+
+  return nnx.eval_shape(
+    lambda: masked_autoencoder.make_autoencoder(
+      arch, decoder, rngs=nnx.Rngs(0), **options
+    )
+  )
+
+
+def decoder_state(autoencoder) -> dict:
+  """An autoencoder's pure state without its encoder."""
+  state = pure_state(autoencoder)
+  state.pop("encoder")
+  return state
 
 
 def abstract_encoder(arch: str, **options):
@@ -105,11 +129,16 @@ def save_converted(
   *,
   fmt: str = FORMAT,
   input_spec: dict | None = None,
+  decoder: str | None = None,
 ) -> dict:
   """Writes ``out/state`` (Orbax) and ``out/metadata.json``; returns the
   metadata. ``fmt``: :data:`FORMAT` (torchvision's ResNets) or
   :data:`SVFAP_FORMAT`; ``input_spec``: the input the weights expect
-  (default: torchvision's Kinetics-400 clips)."""
+  (default: torchvision's Kinetics-400 clips); ``decoder``: the name in
+  :data:`stclr_jax.models.masked_autoencoder.DECODERS` of
+  ``converted.decoder`` (required with it)."""
+  if (decoder is None) != (converted.decoder is None):
+    raise ValueError("save_converted: a decoder's state needs its name")
   out = pathlib.Path(out).absolute()
   state_dir = out / STATE_DIR
   if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:
@@ -122,6 +151,8 @@ def save_converted(
   state = {"encoder": converted.encoder}
   if converted.classifier is not None:
     state["classifier"] = converted.classifier
+  if converted.decoder is not None:
+    state["decoder"] = converted.decoder
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(state_dir, state, force=overwrite)
     checkpointer.wait_until_finished()
@@ -139,6 +170,8 @@ def save_converted(
     ignored_keys=list(converted.ignored),
     input=dict(input_spec or KINETICS_INPUT),
   )
+  if decoder is not None:
+    metadata["decoder"] = decoder
   (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
   return metadata
 
@@ -169,17 +202,10 @@ def build_modules(converted: Converted, arch: str, **options):
   return encoder, classifier
 
 
-def load_converted(path: str | os.PathLike, **options):
-  """Rebuilds the modules written by :func:`save_converted` / the CLI.
-
-  Args:
-    path: the ``--out`` directory.
-    **options: encoder options of :func:`stclr_jax.models.make_encoder`
-      (``dtype``, ``bn_groups``, ...; not ``width``, fixed at 1.0).
-
-  Returns:
-    ``(encoder, classifier or None, metadata)``; the modules are in training
-    mode as built, call ``.eval()`` for BatchNorm's running statistics.
+def restore_converted(path: str | os.PathLike, **options):
+  """``(converted, metadata)`` of the directory written by
+  :func:`save_converted`, after checking every stored shape against the
+  architecture it names; ``options`` as :func:`load_converted`'s.
 
   Raises:
     FileNotFoundError: ``path`` has no converted checkpoint.
@@ -208,6 +234,10 @@ def load_converted(path: str | os.PathLike, **options):
     target["classifier"] = pure_state(
       abstract_classifier(int(num_classes), abstract.features)
     )
+  if metadata.get("decoder"):
+    target["decoder"] = decoder_state(
+      abstract_autoencoder(arch, metadata["decoder"])
+    )
   with ocp.StandardCheckpointer() as checkpointer:
     stored = {
       p: tuple(x.shape)
@@ -233,6 +263,61 @@ def load_converted(path: str | os.PathLike, **options):
     restored["encoder"],
     restored.get("classifier"),
     tuple(metadata.get("ignored_keys", ())),
+    restored.get("decoder"),
   )
-  encoder, classifier = build_modules(converted, arch, **options)
+  return converted, metadata
+
+
+def load_converted(path: str | os.PathLike, **options):
+  """Rebuilds the modules written by :func:`save_converted` / the CLI.
+
+  Args:
+    path: the ``--out`` directory.
+    **options: encoder options of :func:`stclr_jax.models.make_encoder`
+      (``dtype``, ``bn_groups``, ...; not ``width``, fixed at 1.0).
+
+  Returns:
+    ``(encoder, classifier or None, metadata)``; the modules are in training
+    mode as built, call ``.eval()`` for BatchNorm's running statistics.
+    A pretraining conversion's decoder is not built: see
+    :func:`load_autoencoder`.
+
+  Raises:
+    FileNotFoundError: ``path`` has no converted checkpoint.
+    ValueError: the checkpoint's arch or shapes do not match.
+  """
+  converted, metadata = restore_converted(path, **options)
+  encoder, classifier = build_modules(converted, metadata["arch"], **options)
   return encoder, classifier, metadata
+
+
+def build_autoencoder(converted: Converted, arch: str, decoder: str, **options):
+  """The masked autoencoder holding a pretraining conversion's encoder and
+  decoder (built abstractly, then filled). ``options``: ``dtype``,
+  ``param_dtype``."""
+  if converted.decoder is None:
+    raise ValueError(
+      "this conversion holds an encoder without a decoder (a fine-tuning "
+      "checkpoint's); a masked autoencoder needs a pretraining checkpoint's"
+    )
+  graphdef, state = nnx.split(abstract_autoencoder(arch, decoder, **options))
+  values = dict(converted.decoder, encoder=converted.encoder)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, values))
+  return nnx.merge(graphdef, state)
+
+
+def load_autoencoder(path: str | os.PathLike, **options):
+  """``(autoencoder, metadata)``: the masked autoencoder (encoder and
+  decoder) of a converted pretraining checkpoint (``python -m
+  stclr_jax.convert.svfap`` of a SVFAP/VideoMAE pretraining state_dict).
+  ``options``: ``dtype``, ``param_dtype``."""
+  converted, metadata = restore_converted(path, **options)
+  if converted.decoder is None:
+    raise ValueError(
+      f"{path} holds an encoder without a decoder (a fine-tuning "
+      "conversion); a masked autoencoder needs a pretraining checkpoint's"
+    )
+  model = build_autoencoder(
+    converted, metadata["arch"], metadata["decoder"], **options
+  )
+  return model, metadata
