@@ -49,12 +49,12 @@ def env(devices):
   return env
 
 
-def main_cmd(workdir, overrides):
+def main_cmd(workdir, overrides, config="stclr_synthetic.py:tiny=1"):
   return [
     sys.executable,
     "-m",
     "stclr_jax.main",
-    f"--config={ROOT}/configs/stclr_synthetic.py:tiny=1",
+    f"--config={ROOT}/configs/{config}",
     f"--workdir={workdir}",
   ] + [f"--config.{k}={v}" for k, v in overrides.items()]
 

@@ -63,7 +63,13 @@ _SSLFER = {
 _ON_DEVICE = {"aug.placement": "device", "aug.ship_size": "(24,28)"}
 
 
-@pytest.mark.parametrize("pretext", ["off", "all", "sslfer"])
+# Masked video autoencoding (configs/svfap_synthetic.py:tiny=1): TPSBT
+# with the tiny decoder, AdamW; a quarter of each clip's tubes visible,
+# masks drawn in the step from each clip's key.
+_MAE = {"model.encoder": "tpsbt_tiny"}
+
+
+@pytest.mark.parametrize("pretext", ["off", "all", "sslfer", "mae"])
 def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   tmp_path, pretext
 ):
@@ -77,13 +83,19 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
     "keep_checkpoints": 10,
     "batch_size": 4,
     "model.width": 0.25,
-    **{"off": {}, "all": {**_ALL_PRETEXT, **_ON_DEVICE}, "sslfer": _SSLFER}[
-      pretext
-    ],
+    **{
+      "off": {},
+      "all": {**_ALL_PRETEXT, **_ON_DEVICE},
+      "sslfer": _SSLFER,
+      "mae": _MAE,
+    }[pretext],
   }
+  config = {"mae": "svfap_synthetic.py:tiny=1"}.get(
+    pretext, "stclr_synthetic.py:tiny=1"
+  )
   env = runs.env(2)
   a = subprocess.run(
-    runs.main_cmd(tmp_path / "a", common),
+    runs.main_cmd(tmp_path / "a", common, config),
     env=env,
     capture_output=True,
     text=True,
@@ -96,8 +108,10 @@ def test_kill_during_a_checkpoint_save_resumes_equal_to_uninterrupted(
   if pretext == "sslfer":  # MaskFN's loss was the one trained, on swaps
     for what in ("maskfn_l2", "pretext/face_swap_swapped"):
       assert what in a.stderr, a.stderr[-3000:]
+  if pretext == "mae":  # the reconstruction loss was the one trained
+    assert "reconstruction_mse" in a.stderr, a.stderr[-3000:]
 
-  cmd = runs.main_cmd(tmp_path / "b", common)
+  cmd = runs.main_cmd(tmp_path / "b", common, config)
   ckpts = tmp_path / "b" / "checkpoints"
   with runs.Child(
     [sys.executable, "-c", _SLOW_SAVE, *cmd[3:]], env, tmp_path / "b.log"
