@@ -8,6 +8,14 @@ optimiser (``--optimizer``): SGD as the paper (momentum 0.9, weight decay
 1e-4 added to the gradient, as PyTorch), or Adam at 1e-3 without weight
 decay (configs/stclr_synthetic.py, the CPU config).
 
+``--step mae``: the masked-autoencoding step (``pretext.mae``: a video
+transformer encoder on the visible tenth of each clip's tubes, the decoder,
+the reconstruction loss, AdamW (0.9, 0.95), weight decay 0.05), timed
+interleaved with the contrastive step of the same encoder at the same
+batch of videos (two clips per video there, one here); both through
+``stclr_jax.train_step.make_train_step``. Reported per step and per
+encoder clip, with the ratio of XLA's FLOPs and of the times.
+
 ``--step finetune``: the evaluation protocol's fine-tuning step. One clip
 per video through the encoder and a linear classifier (6 classes),
 cross-entropy, Adam at 1e-4.
@@ -59,6 +67,13 @@ x3 for a training step) is printed beside it.
   # GPU, SVFAP's size: 16x160^2 clips in bf16 (TPSBT-B, ViT-B):
   python bench/train_step.py --encoder tpsbt_base,vit_base --frames 16 \
       --sizes 160 --batch 32 --dtypes bf16 --step pretrain --framework jax
+  # Masked autoencoding against the contrastive step, CPU size (the
+  # benchmark's configs/svfap_synthetic.py: 90% masking, the cpu decoder):
+  python bench/train_step.py --encoder tpsbt_cpu,vit_cpu --frames 8 \
+      --sizes 48 --batch 16 --step mae --framework jax
+  # ... and at SVFAP's size on a GPU (the base decoder, 384 wide, 4 blocks):
+  python bench/train_step.py --encoder tpsbt_base,vit_base --frames 16 \
+      --sizes 160 --batch 32 --dtypes bf16,fp32 --step mae --framework jax
 
 It ends with the machine's load during the run (``bench/timing.py``) and
 flags the figures UNRELIABLE when other jobs shared the cores.
@@ -216,6 +231,73 @@ def build_jax(
   )
   compiled, info = _compiled_info(step, state, data)
   info["which"] = f"stclr_jax.train_step.make_train_step, {optimizer}"
+  info["params"] = models.count_params(model)
+  return compiled, state, data, info
+
+
+class _Settings(dict):
+  """A config section for ``stclr_jax.optim`` without ml-collections."""
+
+  __getattr__ = dict.__getitem__
+
+
+# SVFAP's AdamW (3e-4 x batch / 256 at a batch of 128); a constant rate:
+# the values do not change the step's time.
+MAE_LR, MAE_B2, MAE_WEIGHT_DECAY = 1.5e-4, 0.95, 0.05
+
+
+def mae_decoder(encoder: str) -> str:
+  """The decoder of an encoder's size: ``base``, ``cpu`` or ``tiny``."""
+  return (
+    encoder.rsplit("_", 1)[-1]
+    if encoder.endswith(("_cpu", "_tiny"))
+    else "base"
+  )
+
+
+def build_jax_mae(batch, frames, size, dtype, encoder, ratio=0.9):
+  """The masked-autoencoding step (``objectives.MaskedAutoencoding`` through
+  ``train_step.make_train_step``, the library's AdamW): returns (compiled
+  step, state, batch, info)."""
+  from stclr_jax.models import masked_autoencoder
+
+  compute = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[dtype]
+  model = masked_autoencoder.make_autoencoder(
+    encoder, mae_decoder(encoder), dtype=compute, rngs=nnx.Rngs(0)
+  )
+  optim = _Settings(
+    name="adamw",
+    learning_rate=MAE_LR,
+    grad_clip_norm=0.0,
+    weight_decay=MAE_WEIGHT_DECAY,
+    momentum=0.0,
+    b2=MAE_B2,
+  )
+  schedule = optax.constant_schedule(MAE_LR)
+  tx = optim_lib.make_optimizer(optim, schedule)
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  graphdef, state = train_step_lib.init_state(model, tx, mesh)
+  keys = jax.random.split(jax.random.key(2), batch)
+  data = {
+    "view_a": jax.random.uniform(
+      jax.random.key(1), (batch, frames, size, size, 3)
+    ),
+    "mask_seed": jax.random.key_data(keys).astype(jnp.uint32),
+  }
+  data = jax.device_put(data, mesh_lib.batch_sharded(mesh))
+  step = train_step_lib.make_train_step(
+    mesh,
+    graphdef,
+    tx,
+    schedule,
+    state,
+    objectives.MaskedAutoencoding(ratio),
+  )
+  compiled, info = _compiled_info(step, state, data)
+  info["which"] = (
+    f"masked autoencoding ({mae_decoder(encoder)} decoder, {ratio:.0%} "
+    "masked), stclr_jax.train_step.make_train_step, adamw"
+  )
   info["params"] = models.count_params(model)
   return compiled, state, data, info
 
@@ -378,6 +460,8 @@ class _JaxRunner:
         optimizer=a.optimizer,
         encoder=a.encoder,
       )
+    elif step == "mae":
+      built = build_jax_mae(batch, frames, size, dtype, a.encoder, a.mask_ratio)
     elif step == "forward":
       built = build_jax_forward(
         batch, frames, size, dtype, width=a.width, encoder=a.encoder
@@ -443,8 +527,10 @@ def _torch_runner(a, step, batch, frames, size, dtype):
 def run_config(a, step, batch, frames, size, dtype):
   """Builds every runner of ``step`` (``"pretrain"`` or ``"finetune"``),
   warms up, times them interleaved; prints."""
-  clips = 2 * batch if step == "pretrain" else batch
   transformer = models.family(a.encoder) != "resnet"
+  if step == "mae" and not transformer:
+    raise ValueError(f"--step mae needs a video transformer, not {a.encoder}")
+  clips = 2 * batch if step == "pretrain" else batch
   print(
     f"\n== {step}: {a.encoder}, batch {batch} videos ({clips} clips), "
     f"{frames}x{size}x{size}, {dtype}"
@@ -452,12 +538,23 @@ def run_config(a, step, batch, frames, size, dtype):
     flush=True,
   )
   runners = {}
-  if a.framework in ("both", "jax"):
+  clips_of = {}  # encoder clips per step of each runner
+  if step == "mae":  # beside the contrastive step of the same encoder
+    runners["jax:mae"] = _JaxRunner(
+      a, "mae", batch, frames, size, dtype, "auto"
+    )
+    runners["jax:contrastive"] = _JaxRunner(
+      a, "pretrain", batch, frames, size, dtype, "auto"
+    )
+    clips_of["jax:contrastive"] = 2 * batch
+  elif a.framework in ("both", "jax"):
     for low in a.lowering.split(",") if not transformer else ["-"]:
       runners[f"jax:{low}"] = _JaxRunner(
         a, step, batch, frames, size, dtype, "auto" if low == "-" else low
       )
-  if a.framework in ("both", "torch") and not transformer and step != "forward":
+  if (
+    a.framework in ("both", "torch") and not transformer and step == "pretrain"
+  ):
     runners["torch"] = _torch_runner(a, step, batch, frames, size, dtype)
   for _ in range(a.warmup):
     for fn in runners.values():
@@ -476,12 +573,13 @@ def run_config(a, step, batch, frames, size, dtype):
   # PyTorch's step, so its MFU is counted with them too.
   jax_keys = [k for k in runners if k.startswith("jax")]
   flops = runners[jax_keys[0]].info["flops"] if jax_keys else float("nan")
-  res = {}
+  res, meds = {}, {}
   for k, ts in times.items():
     med = float(np.median(ts))
-    res[k] = clips / med
+    n = clips_of.get(k, clips)
+    res[k], meds[k] = n / med, med
     line = (
-      f"  {k:14s} median {med:7.3f} s/step {clips / med:8.2f} clips/s"
+      f"  {k:14s} median {med:7.3f} s/step {n / med:8.2f} clips/s"
       f"  (steps: {', '.join(f'{t:.2f}' for t in ts)})"
     )
     if k.startswith("jax"):
@@ -492,6 +590,7 @@ def run_config(a, step, batch, frames, size, dtype):
       if a.width == 1.0 and a.encoder == "r2plus1d_18":
         forward = 2 * TV_GMAC_PER_CLIP * 1e9 * (frames / 16) * (size / 112) ** 2
         line += f" (analytic {3 * forward * clips / 1e9:.0f})"
+      line += f", {info['flops'] / 1e9 / n:.2f} per clip"
       line += f"; MFU {100 * info['flops'] / med / peak:.2f}% of {how}"
       if step == "forward":
         line += (
@@ -521,6 +620,18 @@ def run_config(a, step, batch, frames, size, dtype):
           f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
         )
     print(line, flush=True)
+  if step == "mae":
+    fl = {k: runners[k].info["flops"] for k in runners}
+    per_clip = {k: fl[k] / clips_of.get(k, clips) for k in fl}
+    clip_ratio = per_clip["jax:mae"] / per_clip["jax:contrastive"]
+    print(
+      "  masked autoencoding / contrastive: step time "
+      f"{meds['jax:mae'] / meds['jax:contrastive']:.2f}x, "
+      f"XLA FLOPs per step {fl['jax:mae'] / fl['jax:contrastive']:.2f}x, "
+      f"per encoder clip {clip_ratio:.2f}x"
+      f"; clips/s {res['jax:mae'] / res['jax:contrastive']:.2f}x",
+      flush=True,
+    )
   if "torch" in res:
     for k in res:
       if k != "torch":
@@ -568,8 +679,15 @@ def main():
   p.add_argument(
     "--step",
     default="pretrain",
-    help="pretrain, finetune, forward (the encoder alone; JAX), "
+    help="pretrain, finetune, forward (the encoder alone; JAX), mae "
+    "(masked autoencoding beside the contrastive step; transformers, JAX), "
     "comma-separated",
+  )
+  p.add_argument(
+    "--mask_ratio",
+    type=float,
+    default=0.9,
+    help="--step mae: the share of tube positions masked (SVFAP: 0.9)",
   )
   p.add_argument(
     "--optimizer",
@@ -596,8 +714,8 @@ def main():
   a = p.parse_args()
   steps = [st.strip() for st in a.step.split(",") if st.strip()]
   for st in steps:
-    if st not in ("pretrain", "finetune", "forward"):
-      p.error(f"--step: pretrain, finetune or forward, got {st!r}")
+    if st not in ("pretrain", "finetune", "forward", "mae"):
+      p.error(f"--step: pretrain, finetune, forward or mae, got {st!r}")
   sizes = [int(s) for s in a.sizes.split(",")]
   batches = [int(b) for b in a.batch.split(",")]
   if len(batches) == 1:
