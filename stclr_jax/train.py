@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from stclr_jax import checkpoints, init_from, stream_record
@@ -193,6 +194,15 @@ def pretrain(
     mngr.close()
 
 
+def _live_model(graphdef, state):
+  """The model of a training state, on this process's first device (the
+  parameters are replicated)."""
+  local = jax.tree.map(
+    lambda x: x.addressable_data(0), (state.params, state.batch_stats)
+  )
+  return nnx.merge(graphdef, *local)
+
+
 def _pretrain(config, workdir: str, mngr, devices) -> dict:
   # The run's records and config, and its pretext options, are checked
   # before anything is built, written or restored.
@@ -259,6 +269,15 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
     mesh.size,
   )
 
+  pictures = None  # masked autoencoding: its reconstructions at checkpoints
+  if (
+    pretext_options.Pretext.from_config(config).mae is not None
+    and jax.process_index() == 0
+  ):
+    from stclr_jax.data import preview  # the host's stream, TensorFlow
+
+    pictures = preview.ReconstructionWriter(config, workdir, writer)
+
   pending, history, window = None, [], (time.time(), start)
   counts = batch_lib.Counts()
 
@@ -300,6 +319,8 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
         read(*pending)  # never checkpoint a state whose step was not finite
         pending = None
         checkpoints.save(mngr, step, state)
+        if pictures is not None:
+          pictures(step, _live_model(graphdef, state))
         if preempted and step < total_steps:
           mngr.wait_until_finished()
           logging.warning("Preempted at step %d; checkpoint saved.", step)

@@ -95,18 +95,38 @@ def test_pretrains_through_the_one_path_resumes_and_initialises_fine_tuning(
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
   # The reconstruction preview of the last checkpoint: masked input |
-  # reconstruction | clip, 2 rows of 4 frames of 32 px.
+  # reconstruction | clip, 4 rows of 4 frames of 32 px; the run wrote the
+  # same picture at that checkpoint from its live model (so the preview
+  # restores the checkpoint's weights), and the resumed run the same
+  # pictures as the uninterrupted one.
   # (a relative workdir, as on a command line)
   png = preview.write_reconstruction(
-    config,
-    os.path.relpath(workdir),
-    str(tmp_path / "r.png"),
-    num_videos=2,
+    config, os.path.relpath(workdir), str(tmp_path / "r.png")
   )
   image = np.asarray(Image.open(png))
-  assert image.shape == (2 * 32 + 4, 3 * 4 * 32 + 2 * 12, 3)
+  assert image.shape == (4 * 32 + 3 * 4, 3 * 4 * 32 + 2 * 12, 3)
+  written = workdir / preview.RECONSTRUCTIONS_DIR
+  assert sorted(os.listdir(written)) == ["step_3.png"]
+  np.testing.assert_array_equal(
+    image, np.asarray(Image.open(written / "step_3.png"))
+  )
+  resumed_dir = tmp_path / "b" / preview.RECONSTRUCTIONS_DIR
+  assert sorted(os.listdir(resumed_dir)) == ["step_2.png", "step_3.png"]
+  np.testing.assert_array_equal(
+    image, np.asarray(Image.open(resumed_dir / "step_3.png"))
+  )
+  step_2 = preview.write_reconstruction(
+    config, str(tmp_path / "b"), str(tmp_path / "r2.png"), step=2
+  )
+  np.testing.assert_array_equal(
+    np.asarray(Image.open(step_2)),
+    np.asarray(Image.open(resumed_dir / "step_2.png")),
+  )
+  assert not np.array_equal(np.asarray(Image.open(step_2)), image)
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     preview.write_reconstruction(config, str(tmp_path / "none"), png)
+  with pytest.raises(ValueError, match=r"step 7: .* has steps \[3\]"):
+    preview.write_reconstruction(config, str(workdir), png, step=7)
 
   evaluation = finetune_synthetic.get_config("tiny=1,encoder=tpsbt_tiny")
   evaluation.init_from = str(workdir)

@@ -13,8 +13,11 @@ the command prints which were. The views are the batch schema's
 
 With masked autoencoding (``pretext.mae``) and ``--reconstruction_of`` a
 pretraining workdir, it writes what the model reconstructs instead, from
-the workdir's latest checkpoint: per video, the masked input | the
-reconstruction | the clip (:func:`write_reconstruction`).
+the workdir's latest checkpoint (or ``--step``): per video, the masked
+input | the reconstruction | the clip (:func:`write_reconstruction`).
+A masked-autoencoding run also writes this picture at each of its
+checkpoints, into ``WORKDIR/reconstructions/step_N.png`` and its clu
+summaries (:class:`ReconstructionWriter`).
 
   python -m stclr_jax.data.preview --config=configs/svfap_synthetic.py \
       --reconstruction_of=workdirs/mae --out=reconstruction.png
@@ -73,24 +76,64 @@ def _write(batch, out):
   return out
 
 
+RECONSTRUCTIONS_DIR = "reconstructions"  # in a pretraining workdir
+
+
+def reconstruction_batch(config, num_videos: int = 4) -> dict:
+  """The clips a reconstruction preview shows: the stream's first
+  ``num_videos`` videos, augmented on the host (clips in [0, 1], as the
+  step sees them), with their mask seeds."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.aug.placement = "host"
+  return preview_batch(config, num_videos)
+
+
+def reconstruction_grid(config, model, batch) -> np.ndarray:
+  """The picture (uint8) of ``model`` (a :class:`~stclr_jax.models.
+  masked_autoencoder.MaskedVideoAutoencoder`) on ``batch``
+  (:func:`reconstruction_batch`): per video, the masked input | the
+  reconstruction (:func:`stclr_jax.models.masked_autoencoder.
+  reconstruction_views`) | the clip."""
+  from flax import nnx
+
+  from stclr_jax.models import masked_autoencoder as mae
+  from stclr_jax.pretext import masking
+
+  ratio = pretext_options.Pretext.from_config(config).mae.ratio
+  clip = np.asarray(batch[batch_lib.VIEW_A], np.float32)
+  size = model.encoder.size
+  _, t, h, w, _ = clip.shape
+  slots, positions = t // size.tubelet, (h // size.patch) * (w // size.patch)
+  visible, masked = masking.draw(batch[batch_lib.MASK_SEED], positions, ratio)
+  mean = np.asarray(config.data.mean, np.float32)
+  std = np.asarray(config.data.std, np.float32)
+  pred = nnx.jit(lambda m, *a: m(*a))(
+    model, (clip - mean) / std, visible, masked
+  )
+  views = mae.reconstruction_views(
+    clip,
+    np.asarray(pred, np.float32),
+    masking.flat_positions(masked, slots, positions),
+    size.tubelet,
+    size.patch,
+  )
+  return grid(*views)
+
+
 def write_reconstruction(
-  config, workdir: str, out: str, num_videos: int = 4
+  config, workdir: str, out: str, num_videos: int = 4, step: int | None = None
 ) -> str:
-  """Masked autoencoding's preview: the first ``num_videos`` clips of the
-  stream (augmented on the host), their tube masks, and the model of the
-  latest checkpoint in ``workdir``; a row per video of the masked input,
-  the reconstruction (:func:`stclr_jax.models.masked_autoencoder.
-  reconstruction_views`) and the clip."""
+  """Masked autoencoding's preview: :func:`reconstruction_grid` of the
+  model of ``workdir``'s checkpoint ``step`` (default: the latest) on the
+  stream's first ``num_videos`` clips; written to ``out``."""
   import orbax.checkpoint as ocp
   from flax import nnx
 
   from stclr_jax import init_from
   from stclr_jax.models import factory
-  from stclr_jax.models import masked_autoencoder as mae
-  from stclr_jax.pretext import masking
 
-  mae_options = pretext_options.Pretext.from_config(config).mae
-  if mae_options is None:
+  if pretext_options.Pretext.from_config(config).mae is None:
     raise ValueError(
       "a reconstruction preview needs config.pretext.mae.enabled=True"
     )
@@ -102,36 +145,40 @@ def write_reconstruction(
   )
   if not steps:
     raise FileNotFoundError(f"{ckpts}: no checkpoint to reconstruct with")
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.aug.placement = "host"  # clips in [0, 1], as the step sees them
-  batch = preview_batch(config, num_videos)
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise ValueError(f"step {step}: {ckpts} has steps {steps}")
   model = factory.create_model(config)
   raw = ocp.StandardCheckpointer().restore(
-    os.path.join(ckpts, str(steps[-1]), "default")
+    os.path.join(ckpts, str(step), "default")
   )
   params = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(params, init_from.pure(raw["params"]))
   nnx.update(model, params)
-  clip = np.asarray(batch[batch_lib.VIEW_A], np.float32)
-  size = model.encoder.size
-  _, t, h, w, _ = clip.shape
-  slots, positions = t // size.tubelet, (h // size.patch) * (w // size.patch)
-  visible, masked = masking.draw(
-    batch[batch_lib.MASK_SEED], positions, mae_options.ratio
-  )
-  mean = np.asarray(config.data.mean, np.float32)
-  std = np.asarray(config.data.std, np.float32)
-  pred = model((clip - mean) / std, visible, masked)
-  views = mae.reconstruction_views(
-    clip,
-    pred,
-    masking.flat_positions(masked, slots, positions),
-    size.tubelet,
-    size.patch,
-  )
-  Image.fromarray(grid(*views)).save(out)
+  batch = reconstruction_batch(config, num_videos)
+  Image.fromarray(reconstruction_grid(config, model, batch)).save(out)
   return out
+
+
+class ReconstructionWriter:
+  """Masked autoencoding's picture at each checkpoint of a pretraining run
+  (``stclr_jax.train``): the live model on the stream's first
+  ``num_videos`` clips (the same clips at every step, on any resume),
+  written to ``workdir/reconstructions/step_{step}.png`` and to the run's
+  clu writer as image ``reconstruction``. Process 0 only."""
+
+  def __init__(self, config, workdir: str, writer, num_videos: int = 4):
+    self.config, self.writer = config, writer
+    self.dir = os.path.join(workdir, RECONSTRUCTIONS_DIR)
+    self.batch = reconstruction_batch(config, num_videos)
+
+  def __call__(self, step: int, model) -> str:
+    picture = reconstruction_grid(self.config, model, self.batch)
+    os.makedirs(self.dir, exist_ok=True)
+    path = os.path.join(self.dir, f"step_{step}.png")
+    Image.fromarray(picture).save(path)
+    self.writer.write_images(step, {"reconstruction": picture[None]})
+    return path
 
 
 def swaps(batch) -> str:
@@ -155,7 +202,11 @@ def main(argv):
   f = flags.FLAGS
   if f.reconstruction_of:
     path = write_reconstruction(
-      f.config, f.reconstruction_of, f.out, f.num_videos
+      f.config,
+      f.reconstruction_of,
+      f.out,
+      f.num_videos,
+      None if f.step < 0 else f.step,
     )
     print(
       f"wrote {path}: {f.num_videos} videos, masked input | "
@@ -183,6 +234,9 @@ def _define_flags():
     "reconstruction_of",
     "",
     "A masked-autoencoding pretraining workdir: preview its reconstructions.",
+  )
+  flags.DEFINE_integer(
+    "step", -1, "--reconstruction_of: the checkpoint's step (default latest)"
   )
   flags.mark_flags_as_required(["config"])
 
