@@ -152,6 +152,9 @@ ENCODER_ARMS = {"scratch_tpsbt": "tpsbt_cpu", "scratch_vit": "vit_cpu"}
 # Masked video autoencoding (configs/svfap_synthetic.py) with each of
 # them; compare with the same encoder's scratch arm.
 MAE_ARMS = {"mae_tpsbt": "tpsbt_cpu", "mae_vit": "vit_cpu"}
+# Each masked-autoencoding arm is paired with its encoder's random start
+# where both ran (``diff_vs_family_scratch``), and with ``stclr``.
+FAMILY_SCRATCH = {"mae_tpsbt": "scratch_tpsbt", "mae_vit": "scratch_vit"}
 ARMS = (
   "scratch",
   *ENCODER_ARMS,
@@ -247,6 +250,9 @@ def pretrain(arm, args, times):
     _set(config, field, value)
   if args.pretrain_epochs:
     config.num_epochs = args.pretrain_epochs
+  for item in args.pretrain_set:
+    field, _, value = item.partition("=")
+    _set(config, field, value)
   out = train.pretrain(config, workdir)
   times[f"pretrain {arm}"] = time.time() - t0
   if out["history"]:
@@ -380,9 +386,11 @@ def _prefix(readout):
   return "" if readout == "finetune" else f"{readout}_"
 
 
-def row(arm, pct, res, scratch, seconds, stclr=None):
+def row(arm, pct, res, scratch, seconds, stclr=None, family=None):
   """One row of the table (fractions in [0, 1]); ``stclr``: plain ST-CLR's
-  results, to pair a pretext arm's runs with (``diff_vs_stclr``)."""
+  results, to pair a pretext arm's runs with (``diff_vs_stclr``);
+  ``family``: a masked-autoencoding arm's encoder from scratch
+  (``diff_vs_family_scratch``)."""
   runs = res["runs"]
   names = sorted(runs)
   fold = [runs[n]["fold_acc"] for n in names]
@@ -426,13 +434,18 @@ def row(arm, pct, res, scratch, seconds, stclr=None):
           "paired_runs": d["runs"],
         }
       )
-    if stclr is not None and arm in PRETEXT:
-      d = compare.paired(runs, stclr["runs"], key)
+    against = {
+      "stclr": stclr if arm in PRETEXT or arm in MAE_ARMS else None,
+      "family_scratch": family if arm in FAMILY_SCRATCH else None,
+    }
+    for name, other in against.items():
+      d = None if other is None else compare.paired(runs, other["runs"], key)
       if d is not None:
         prefix = _prefix(readout)
-        out[f"{prefix}diff_vs_stclr"] = d["diff"]
-        out[f"{prefix}diff_vs_stclr_ci95"] = d["ci95"]
-        out[f"{prefix}diff_vs_stclr_p"] = d["p"]
+        out[f"{prefix}diff_vs_{name}"] = d["diff"]
+        out[f"{prefix}diff_vs_{name}_ci95"] = d["ci95"]
+        out[f"{prefix}diff_vs_{name}_bootstrap_ci95"] = d["bootstrap_ci95"]
+        out[f"{prefix}diff_vs_{name}_p"] = d["p"]
   return out
 
 
@@ -526,24 +539,32 @@ def print_table(rows, out):
     out["linear_gate"],
     pct,
   )
-  against = [r for r in rows if "diff_vs_stclr" in r]
-  if against:
-    print(
-      "\n| arm | labels | fine-tuned minus stclr [95% CI over runs] | "
-      "linear probe minus stclr [95% CI] |"
-    )
-    print("| --- | --- | --- | --- |")
-    for r in against:
-      lin = r.get("linear_diff_vs_stclr")
-      print(
-        f"| {r['arm']} | {r['labels']:g}% | "
-        f"{100 * r['diff_vs_stclr']:+.1f} {_ci(r['diff_vs_stclr_ci95'])} | "
-        + (
-          f"{100 * lin:+.1f} {_ci(r['linear_diff_vs_stclr_ci95'])} |"
-          if lin is not None
-          else "- |"
-        )
+  for name, what in (
+    ("stclr", "stclr"),
+    ("family_scratch", "the same encoder from scratch"),
+  ):
+    _print_against(rows, name, what)
+
+
+def _print_against(rows, name, what):
+  """The paired differences of the rows that have them against ``name``."""
+  key = f"diff_vs_{name}"
+  against = [r for r in rows if key in r or f"linear_{key}" in r]
+  if not against:
+    return
+  print(
+    f"\n| arm | labels | fine-tuned minus {what} [95% CI over runs] | "
+    f"linear probe minus {what} [95% CI] |"
+  )
+  print("| --- | --- | --- | --- |")
+  for r in against:
+    cells = []
+    for prefix in ("", "linear_"):
+      d = r.get(f"{prefix}{key}")
+      cells.append(
+        "-" if d is None else f"{100 * d:+.1f} {_ci(r[f'{prefix}{key}_ci95'])}"
       )
+    print(f"| {r['arm']} | {r['labels']:g}% | {cells[0]} | {cells[1]} |")
 
 
 def _parser():
@@ -568,6 +589,15 @@ def _parser():
     "tune on --population=dev only",
   )
   p.add_argument("--pretrain_epochs", type=int, default=0)
+  p.add_argument(
+    "--pretrain_set",
+    action="append",
+    default=[],
+    help="FIELD=VALUE over the self-supervised arms' pretraining configs "
+    "(e.g. optim.learning_rate=3e-4); with a --workdir of its own (a "
+    "workdir pretrained with other values is an error), tune on "
+    "--population=dev only",
+  )
   p.add_argument("--control_steps", type=int, default=0)
   p.add_argument("--data_dir", default="")
   p.add_argument("--tiny", action="store_true", help="tiny configs (tests)")
@@ -596,8 +626,9 @@ def main(argv=None):
   pcts = sorted({float(x) for x in args.labels.split(",") if x}, reverse=True)
   logging.set_verbosity(logging.INFO)
   os.makedirs(args.workdir, exist_ok=True)
-  for first in ("stclr", "scratch"):  # the baselines first: rows pair
-    if first in arms:  # with them
+  # The baselines first: rows pair with them.
+  for first in ("scratch_vit", "scratch_tpsbt", "stclr", "scratch"):
+    if first in arms:
       arms.remove(first)
       arms.insert(0, first)
 
@@ -619,6 +650,7 @@ def main(argv=None):
           results.get(("scratch", pct)),
           seconds,
           stclr=results.get(("stclr", pct)),
+          family=results.get((FAMILY_SCRATCH.get(arm), pct)),
         )
       )
   for r in rows:

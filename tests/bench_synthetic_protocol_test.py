@@ -230,6 +230,23 @@ def test_pretext_arms_are_paired_with_stclr_as_well_as_scratch():
     "stclr", 0.1, res["stclr"], res["scratch"], 1.0, stclr=res["stclr"]
   )
   assert "diff_vs_stclr" not in plain
+  # A masked-autoencoding arm: against stclr and its encoder from scratch
+  # (here stood in for by stclr_faceswap's runs).
+  mae = synthetic_protocol.row(
+    "mae_tpsbt",
+    0.1,
+    res["stclr_faceswap"],
+    res["scratch"],
+    1.0,
+    stclr=res["stclr"],
+    family=res["stclr"],
+  )
+  for prefix in ("", "linear_"):
+    assert mae[f"{prefix}diff_vs_family_scratch"] == pytest.approx(
+      r[f"{prefix}diff_vs_stclr"]
+    )
+    assert mae[f"{prefix}diff_vs_stclr"] == r[f"{prefix}diff_vs_stclr"]
+  assert "diff_vs_family_scratch" not in r
 
 
 def test_linear_only_runs_the_linear_phase_into_its_own_dir(bench):
@@ -303,6 +320,7 @@ def test_mae_arms_pretrain_with_svfaps_config_and_evaluate_their_encoder(
       config.pretext.mae.enabled,
       config.optim.name,
     )
+    assert config.optim.learning_rate == 0.003  # --pretrain_set
     return {"history": []}
 
   def fake_eval(config, workdir):
@@ -313,7 +331,12 @@ def test_mae_arms_pretrain_with_svfaps_config_and_evaluate_their_encoder(
   monkeypatch.setattr(synthetic_protocol.protocol, "evaluate", fake_eval)
   monkeypatch.setattr(synthetic_protocol.compare, "load_runs", lambda *a: {})
   args = synthetic_protocol.parse_args(
-    ["--tiny", f"--data_dir={tmp_path}", f"--workdir={tmp_path}"]
+    [
+      "--tiny",
+      f"--data_dir={tmp_path}",
+      f"--workdir={tmp_path}",
+      "--pretrain_set=optim.learning_rate=0.003",
+    ]
   )
   assert synthetic_protocol.MAE_ARMS == {
     "mae_tpsbt": "tpsbt_cpu",
