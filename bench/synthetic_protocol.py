@@ -186,9 +186,14 @@ READOUTS = {"finetune": "correct", "linear": "linear_correct"}
 def _set(config, field, value):
   parent, _, name = field.rpartition(".")
   node = config
-  for part in filter(None, parent.split(".")):
-    node = node[part]
-  old = node[name]
+  try:
+    for part in filter(None, parent.split(".")):
+      node = node[part]
+    old = node[name]
+  except KeyError:
+    raise ValueError(
+      f"{field}={value}: the config has no field {field}"
+    ) from None
   if isinstance(old, (tuple, list)) and isinstance(value, str):
     value = tuple(type(old[0])(v) for v in value.split(","))
   elif isinstance(old, bool):
@@ -593,10 +598,11 @@ def _parser():
     "--pretrain_set",
     action="append",
     default=[],
-    help="FIELD=VALUE over the self-supervised arms' pretraining configs "
-    "(e.g. optim.learning_rate=3e-4); with a --workdir of its own (a "
-    "workdir pretrained with other values is an error), tune on "
-    "--population=dev only",
+    help="FIELD=VALUE over every self-supervised arm's pretraining config "
+    "(stclr, the pretext arms and the masked-autoencoding arms; not the "
+    "supervised controls), e.g. optim.learning_rate=3e-4; with a --workdir "
+    "of its own (a workdir pretrained with other values is an error); tune "
+    "on --population=dev only",
   )
   p.add_argument("--control_steps", type=int, default=0)
   p.add_argument("--data_dir", default="")

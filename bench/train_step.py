@@ -680,8 +680,8 @@ def main():
     "--step",
     default="pretrain",
     help="pretrain, finetune, forward (the encoder alone; JAX), mae "
-    "(masked autoencoding beside the contrastive step; transformers, JAX), "
-    "comma-separated",
+    "(masked autoencoding beside the contrastive step; transformers, JAX "
+    "only: --framework and --lowering do not apply), comma-separated",
   )
   p.add_argument(
     "--mask_ratio",

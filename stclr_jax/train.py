@@ -203,6 +203,20 @@ def _live_model(graphdef, state):
   return nnx.merge(graphdef, *local)
 
 
+def _picture(pictures, step, graphdef, state) -> None:
+  """Masked autoencoding's reconstruction picture of ``step``; a failure
+  is logged, not raised: a picture never stops a run."""
+  try:
+    pictures(step, _live_model(graphdef, state))
+  except Exception as e:  # noqa: BLE001 (TensorFlow, PIL, the disk)
+    logging.warning(
+      "reconstruction picture of step %d not written: %s: %s",
+      step,
+      type(e).__name__,
+      e,
+    )
+
+
 def _pretrain(config, workdir: str, mngr, devices) -> dict:
   # The run's records and config, and its pretext options, are checked
   # before anything is built, written or restored.
@@ -319,8 +333,8 @@ def _pretrain(config, workdir: str, mngr, devices) -> dict:
         read(*pending)  # never checkpoint a state whose step was not finite
         pending = None
         checkpoints.save(mngr, step, state)
-        if pictures is not None:
-          pictures(step, _live_model(graphdef, state))
+        if pictures is not None and not preempted:
+          _picture(pictures, step, graphdef, state)
         if preempted and step < total_steps:
           mngr.wait_until_finished()
           logging.warning("Preempted at step %d; checkpoint saved.", step)

@@ -200,10 +200,12 @@ def test_refusals_name_the_key(tmp_path):
   )
   wide = dict(sd, mask_token=np.zeros((1, 1, 48), np.float32))
   _fails(wide, r"48 wide with 1 blocks: no named decoder")
-  with pytest.raises(
-    ValueError, match="pretraining checkpoint has no classifier"
-  ):
-    svfap.svfap_to_nnx(sd, num_classes=6)
+  with pytest.raises(ValueError, match="convert it with svfap_pretrain_to_nnx"):
+    svfap.svfap_to_nnx(sd)
+  _fails(
+    dict(sd, mask_token=np.zeros((2, 32), np.float32)),
+    r"wrong shapes .* mask_token \(2, 32\)",
+  )
   # SVFAP's own pretraining width: refused with the reason, before any shape.
   wide = {
     "encoder.patch_embed.proj.weight": np.broadcast_to(

@@ -138,7 +138,13 @@ def save_converted(
   :data:`stclr_jax.models.masked_autoencoder.DECODERS` of
   ``converted.decoder`` (required with it)."""
   if (decoder is None) != (converted.decoder is None):
-    raise ValueError("save_converted: a decoder's state needs its name")
+    raise ValueError(
+      "save_converted: converted.decoder and decoder= go together (a "
+      "decoder's state needs its name in DECODERS, a name needs the state); "
+      f"got decoder={decoder!r} with "
+      + ("no" if converted.decoder is None else "a")
+      + " decoder state"
+    )
   out = pathlib.Path(out).absolute()
   state_dir = out / STATE_DIR
   if (state_dir.exists() or (out / METADATA_FILE).exists()) and not overwrite:

@@ -22,6 +22,14 @@ context, the fusion's alignment; see :mod:`stclr_jax.models.
 masked_autoencoder`): the encoder's weights are exact, a continued
 pretraining is the library's.
 
+What converts: a pretraining checkpoint whose encoder is a named size
+(a TPSBT pretrained at 512 wide, VideoMAE's ViT-B) and whose decoder is a
+named one (``base``: 384 wide, 4 blocks: SVFAP's and VideoMAE-B's). SVFAP's
+own script pretrains 768 wide and is refused with the reason; VideoMAE's
+ViT-S decoder (192 wide) has no named size. ``metadata["input"]`` records
+SVFAP's clips (160^2, 16 frames at stride 4, ImageNet's mean and std);
+VideoMAE's checkpoints were trained on 224^2.
+
 The checkpoint is a bare state_dict or one under ``model`` (or
 ``module``). Its size is read from its tensors and matched to a named size
 of :data:`stclr_jax.models.TRANSFORMER_SIZES` (heads are not in the
@@ -157,15 +165,12 @@ def svfap_to_nnx(
   """Maps ``state_dict`` onto the encoder of ``arch`` (guessed when None)
   and, where it has ``head.*``, a classifier. ``num_classes``: checked
   against the head; 0 drops the head. Returns ``(converted, arch)``. A
-  pretraining state_dict goes to :func:`svfap_pretrain_to_nnx`."""
+  pretraining state_dict is :func:`svfap_pretrain_to_nnx`'s."""
   if is_pretraining(state_dict):
-    if num_classes:
-      raise ConversionError(
-        f"--num_classes={num_classes}: a pretraining checkpoint has no "
-        "classifier head"
-      )
-    converted, arch, _ = svfap_pretrain_to_nnx(state_dict, arch)
-    return converted, arch
+    raise ConversionError(
+      "a pretraining checkpoint (encoder./decoder. keys): convert it with "
+      "svfap_pretrain_to_nnx (the command line does so by itself)"
+    )
   arch = arch or guess_arch(state_dict)
   if arch not in models.TRANSFORMER_SIZES:
     raise ConversionError(
@@ -269,7 +274,9 @@ def _pretrain_key(path: tuple) -> str:
     "decoder_blocks": "decoder.blocks",
     "decoder_norm": "decoder.norm",
     "head": "decoder.head",
-  }[head]
+  }.get(head)
+  if prefix is None:
+    raise ConversionError(f"no SVFAP name for the autoencoder's {path}")
   return prefix + "." + _torch_key(rest)
 
 
@@ -342,7 +349,10 @@ def svfap_pretrain_to_nnx(
   tree, wrong = {}, []
   for key, (path, shape) in plan.items():
     value = np.asarray(state_dict[key], np.float32)
-    value = value.reshape(-1) if key == "mask_token" else _to_library(value)
+    if key == "mask_token":  # (1, 1, d) -> (d,)
+      value = value[0, 0] if value.shape[:2] == (1, 1) else value
+    else:
+      value = _to_library(value)
     if value.shape != tuple(shape):
       wrong.append(
         f"{key} {tuple(np.shape(state_dict[key]))} (as {value.shape}) "

@@ -25,6 +25,7 @@ summaries (:class:`ReconstructionWriter`).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -89,14 +90,21 @@ def reconstruction_batch(config, num_videos: int = 4) -> dict:
   return preview_batch(config, num_videos)
 
 
+@functools.cache
+def _autoencoder_forward():
+  """The autoencoder's forward, jitted once per process (so the pictures of
+  a run's checkpoints compile once)."""
+  from flax import nnx
+
+  return nnx.jit(lambda model, *args: model(*args))
+
+
 def reconstruction_grid(config, model, batch) -> np.ndarray:
   """The picture (uint8) of ``model`` (a :class:`~stclr_jax.models.
   masked_autoencoder.MaskedVideoAutoencoder`) on ``batch``
   (:func:`reconstruction_batch`): per video, the masked input | the
   reconstruction (:func:`stclr_jax.models.masked_autoencoder.
   reconstruction_views`) | the clip."""
-  from flax import nnx
-
   from stclr_jax.models import masked_autoencoder as mae
   from stclr_jax.pretext import masking
 
@@ -108,9 +116,7 @@ def reconstruction_grid(config, model, batch) -> np.ndarray:
   visible, masked = masking.draw(batch[batch_lib.MASK_SEED], positions, ratio)
   mean = np.asarray(config.data.mean, np.float32)
   std = np.asarray(config.data.std, np.float32)
-  pred = nnx.jit(lambda m, *a: m(*a))(
-    model, (clip - mean) / std, visible, masked
-  )
+  pred = _autoencoder_forward()(model, (clip - mean) / std, visible, masked)
   views = mae.reconstruction_views(
     clip,
     np.asarray(pred, np.float32),
