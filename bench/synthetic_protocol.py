@@ -518,8 +518,10 @@ def _gate_line(name, mde, g, verdict_, pct):
 
 
 def print_table(rows, out):
+  # Under --linear_only the "fine-tuned" fields hold the linear probe.
+  tuned = "linear probe (--linear_only)" if _linear_only(out) else "fine-tuned"
   print(
-    "\n| arm | labels | held-out acc., fine-tuned [95% CI over runs] | "
+    f"\n| arm | labels | held-out acc., {tuned} [95% CI over runs] | "
     "minus scratch [95% CI over runs] [subject bootstrap] | fold acc. | "
     "linear probe (held-out) [95% CI] | linear minus scratch [CI] "
     "[bootstrap] | identity probe | wall |"
@@ -536,7 +538,9 @@ def print_table(rows, out):
     )
   print()
   pct = out["gate_labels"]
-  _gate_line("fine-tuned", out["mde"], out["gate_detail"], out["gate"], pct)
+  if _linear_only(out):
+    print("(--linear_only: the first readout is the linear probe again)")
+  _gate_line(tuned, out["mde"], out["gate_detail"], out["gate"], pct)
   _gate_line(
     "linear probe",
     out["linear_mde"],
@@ -549,6 +553,10 @@ def print_table(rows, out):
     ("family_scratch", "the same encoder from scratch"),
   ):
     _print_against(rows, name, what)
+
+
+def _linear_only(out) -> bool:
+  return bool(out.get("args", {}).get("linear_only"))
 
 
 def _print_against(rows, name, what):
