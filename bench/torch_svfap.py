@@ -346,5 +346,20 @@ def pretrain_from_size(size, decoder):
   )
 
 
+def perturbed(model, scale: float = 0.05):
+  """``model`` with every parameter (biases, norms and the mask token
+  included) moved off its initial value by Gaussian noise (in place)."""
+  torch = _parts()["torch"]
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(scale * torch.randn_like(p))
+  return model
+
+
+def numpy_state_dict(model) -> dict:
+  """The state_dict as NumPy arrays."""
+  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
 def count(model) -> int:
   return sum(p.numel() for p in model.parameters())

@@ -37,17 +37,14 @@ def _reference(arch, decoder="tiny", seed=0):
   """The PyTorch autoencoder with every parameter moved off its initial
   value (the mask token and LayerNorms included)."""
   torch.manual_seed(seed)
-  model = torch_svfap.pretrain_from_size(
-    models.TRANSFORMER_SIZES[arch], mae.DECODERS[decoder]
+  return torch_svfap.perturbed(
+    torch_svfap.pretrain_from_size(
+      models.TRANSFORMER_SIZES[arch], mae.DECODERS[decoder]
+    )
   )
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  return model
 
 
-def _state_dict(model):
-  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+_state_dict = torch_svfap.numpy_state_dict
 
 
 def _inputs(arch, ratio=0.75, batch=2, seed=0):

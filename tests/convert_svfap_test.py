@@ -29,15 +29,12 @@ def _reference(arch, num_classes=6, seed=0):
   """The PyTorch model of ``arch`` with every parameter (biases and
   LayerNorms included) moved off its initial value."""
   torch.manual_seed(seed)
-  model = torch_svfap.from_size(models.TRANSFORMER_SIZES[arch], num_classes)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  return model
+  return torch_svfap.perturbed(
+    torch_svfap.from_size(models.TRANSFORMER_SIZES[arch], num_classes)
+  )
 
 
-def _state_dict(model):
-  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+_state_dict = torch_svfap.numpy_state_dict
 
 
 def _clip(arch, batch=2, seed=0):
