@@ -25,7 +25,10 @@ import torch_svfap  # noqa: E402
 from configs import svfap_synthetic  # noqa: E402
 from stclr_jax import init_from, models  # noqa: E402
 from stclr_jax.convert import converted as conv  # noqa: E402
-from stclr_jax.convert import svfap  # noqa: E402
+from stclr_jax.convert import (
+  svfap,  # noqa: E402
+  svfap_pretrain,  # noqa: E402
+)
 from stclr_jax.models import masked_autoencoder as mae  # noqa: E402
 from stclr_jax.pretext import masking  # noqa: E402
 
@@ -129,7 +132,7 @@ def test_every_key_maps_to_a_parameter_of_the_same_size(arch):
     k: np.broadcast_to(np.float32(0), tuple(v.shape))
     for k, v in model.state_dict().items()
   }
-  converted, guessed, dec = svfap.svfap_pretrain_to_nnx(sd)
+  converted, guessed, dec = svfap_pretrain.svfap_pretrain_to_nnx(sd)
   assert (guessed, dec) == (arch, decoder)
   assert sum(x.size for x in jax.tree.leaves(converted)) == torch_svfap.count(
     model
@@ -139,7 +142,9 @@ def test_every_key_maps_to_a_parameter_of_the_same_size(arch):
 @pytest.mark.parametrize("arch", ["tpsbt_tiny", "vit_tiny"])
 def test_predictions_equal_pytorchs(arch):
   model = _reference(arch)
-  converted, guessed, decoder = svfap.svfap_pretrain_to_nnx(_state_dict(model))
+  converted, guessed, decoder = svfap_pretrain.svfap_pretrain_to_nnx(
+    _state_dict(model)
+  )
   assert (guessed, decoder) == (arch, "tiny")
   ours = conv.build_autoencoder(converted, arch, decoder)
   assert _parity(ours, model, arch) <= TOLERANCE
@@ -175,7 +180,7 @@ def test_cli_round_trip_and_the_encoder_alone(tmp_path):
 
 def _fails(sd, match, **kw):
   with pytest.raises(ValueError, match=match):
-    svfap.svfap_pretrain_to_nnx(sd, **kw)
+    svfap_pretrain.svfap_pretrain_to_nnx(sd, **kw)
 
 
 def test_refusals_name_the_key(tmp_path):
@@ -197,7 +202,9 @@ def test_refusals_name_the_key(tmp_path):
   )
   wide = dict(sd, mask_token=np.zeros((1, 1, 48), np.float32))
   _fails(wide, r"48 wide with 1 blocks: no named decoder")
-  with pytest.raises(ValueError, match="convert it with svfap_pretrain_to_nnx"):
+  with pytest.raises(
+    ValueError, match="convert it with svfap_pretrain.svfap_pretrain_to_nnx"
+  ):
     svfap.svfap_to_nnx(sd)
   _fails(
     dict(sd, mask_token=np.zeros((2, 32), np.float32)),

@@ -139,7 +139,7 @@ def test_refusals_name_the_key():
   _fails(sd, "head.weight has 6 classes, --num_classes=7", num_classes=7)
   _fails(
     {"encoder." + k: v for k, v in sd.items()},
-    "a pretraining checkpoint .* svfap_pretrain_to_nnx",
+    "a pretraining checkpoint .* svfap_pretrain.svfap_pretrain_to_nnx",
   )
   _fails(sd, "not a video transformer", arch="r2plus1d_18")
   odd = {**sd, "patch_embed.proj.weight": np.zeros((32, 3, 2, 4, 4))}
