@@ -84,8 +84,8 @@ def load_converted(config, model: models.ContrastiveModel) -> dict:
           f"config.init_from={config.init_from} holds the {meta['decoder']} "
           f"decoder; the config builds pretext.mae.decoder={want_decoder!r}"
         )
-      state = nnx.state(model)
-      nnx.replace_by_pure_dict(state, {**conv.decoder, "encoder": conv.encoder})
+      state = nnx.state(model)  # the encoder is in already: the rest
+      nnx.replace_by_pure_dict(state, conv.decoder)
       nnx.update(model, state)
       info["decoder"] = "converted"
   return info
